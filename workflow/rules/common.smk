@@ -1,0 +1,74 @@
+"""Helpers and config validation shared by every stage. Functions only; rules live per stage."""
+
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+from mirsafety.config import validate_config  # noqa: E402
+from mirsafety.prepare import expected_counts  # noqa: E402
+
+config.update(
+    validate_config(config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml")
+)
+
+DATASET = config["dataset"]["name"]
+SAMPLE_SNAPSHOT = "results/raw/sample"
+HUB_SNAPSHOT = "results/raw/mir"
+
+
+wildcard_constraints:
+    dataset="sample|mir",
+
+
+def uses_hub():
+    """True when this run downloads the real dataset (and so needs HF_TOKEN)."""
+    return DATASET == "mir" and not config["dataset"]["local_path"]
+
+
+def sample_spec():
+    return yaml.safe_load(Path(config["sample"]["spec"]).read_text())
+
+
+def dataset_source_dir(wildcards):
+    """The folder prepare reads: the sample snapshot, the user's local copy, or the download."""
+    if wildcards.dataset == "sample":
+        return SAMPLE_SNAPSHOT
+    return config["dataset"]["local_path"] or HUB_SNAPSHOT
+
+
+def dataset_source_input(wildcards):
+    """What prepare depends on, so a new sample spec or a new download re-runs it."""
+    if wildcards.dataset == "sample":
+        return rules.sample_dataset.output.parquet
+    return dataset_source_dir(wildcards)
+
+
+def dataset_settings(wildcards):
+    """Every value that changes the prepared dataset, passed through params to trigger re-runs."""
+    ds = config["dataset"]
+    if wildcards.dataset == "sample":
+        return {
+            "split": "train",
+            "expected": expected_counts("sample", sample_spec()),
+            "enforce_counts": True,
+            "provenance": {"spec": config["sample"]["spec"]},
+        }
+    provenance = {"local_path": ds["local_path"]} if ds["local_path"] else {
+        "repo_id": ds["repo_id"], "revision": ds["revision"]}
+    return {
+        "split": ds["split"],
+        "expected": expected_counts("mir"),
+        "enforce_counts": ds["check_published_counts"],
+        "provenance": provenance,
+    }
+
+
+def dataset_manifest():
+    return f"results/data/{DATASET}/manifest.json"

@@ -1,0 +1,66 @@
+"""Stage 1, data: the embedded sample, the hub download, and prepare (any source -> one form)."""
+
+
+if uses_hub():
+
+    envvars:
+        "HF_TOKEN",
+
+
+rule sample_dataset:
+    input:
+        spec=config["sample"]["spec"],
+    output:
+        parquet="results/raw/sample/data/train-00000-of-00001.parquet",
+    log:
+        "logs/data/sample_dataset.log",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/sample_dataset.py"
+
+
+rule download_dataset:
+    output:
+        snapshot=directory(HUB_SNAPSHOT),
+    params:
+        repo_id=config["dataset"]["repo_id"],
+        revision=config["dataset"]["revision"],
+        split=config["dataset"]["split"],
+    log:
+        "logs/data/download_dataset.log",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=180,
+    script:
+        "../scripts/download_dataset.py"
+
+
+rule prepare_dataset:
+    input:
+        source=dataset_source_input,
+    output:
+        instances="results/data/{dataset}/instances.jsonl",
+        images=directory("results/data/{dataset}/images"),
+        manifest="results/data/{dataset}/manifest.json",
+    params:
+        source_dir=dataset_source_dir,
+        split=lambda w: dataset_settings(w)["split"],
+        expected=lambda w: dataset_settings(w)["expected"],
+        enforce_counts=lambda w: dataset_settings(w)["enforce_counts"],
+        provenance=lambda w: dataset_settings(w)["provenance"],
+        max_image_pixels=config["dataset"]["max_image_pixels"],
+    log:
+        "logs/data/prepare_{dataset}.log",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../scripts/prepare_dataset.py"

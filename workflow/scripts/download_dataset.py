@@ -1,0 +1,12 @@
+"""Rule `download_dataset`: fetch the real benchmark from the hub (token from HF_TOKEN only)."""
+
+from mirsafety import logs
+from mirsafety.hub import download
+
+logs.to_file(snakemake.log[0])
+download(
+    snakemake.params.repo_id,
+    snakemake.params.revision,
+    snakemake.params.split,
+    snakemake.output.snapshot,
+)

@@ -1,0 +1,75 @@
+"""Download the real benchmark from the Hugging Face hub, pinned and without leaking the token.
+
+The token is never passed around by this code: ``huggingface_hub`` reads ``HF_TOKEN`` from the
+environment itself, so it cannot end up in a log line, an exception message or a provenance file.
+"""
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+class HubUnavailable(RuntimeError):
+    """The hub cannot be used from here; the message names the ways forward."""
+
+
+def _ways_forward(repo_id: str) -> str:
+    return (
+        "Two ways forward:\n"
+        "  1. run on the embedded offline sample: set dataset.name: sample (the default);\n"
+        f"  2. download {repo_id} on a machine with hub access (e.g. `hf download {repo_id} "
+        "--repo-type dataset --local-dir DIR`, or the authors' extract_data.py) and set "
+        "dataset.local_path: DIR."
+    )
+
+
+def split_patterns(split: str) -> list[str]:
+    """The files of one split in a dataset snapshot (parquet shards and the dataset card)."""
+    return [f"data/{split}-*.parquet", f"{split}/*.parquet", f"*/{split}/*.parquet", "README.md"]
+
+
+def download(repo_id: str, revision: str, split: str, dest, *, endpoint: str | None = None,
+             timeout: float = 10.0) -> dict:
+    """Fetch one split of ``repo_id`` at ``revision`` into ``dest``; return its provenance.
+
+    Fails at once (HubUnavailable) when offline or unreachable, instead of hanging in retries.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise HubUnavailable(f"HF_HUB_OFFLINE is set, so {repo_id} cannot be downloaded.\n"
+                             + _ways_forward(repo_id))
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        info = HfApi(endpoint=endpoint).dataset_info(repo_id, revision=revision, timeout=timeout)
+    except (GatedRepoError, RepositoryNotFoundError) as error:
+        raise HubUnavailable(
+            f"the hub refused access to dataset {repo_id} at revision {revision} "
+            f"({type(error).__name__}). It is probably gated: accept its terms on the hub page "
+            "and export HF_TOKEN with a read token.\n" + _ways_forward(repo_id)
+        ) from None
+    except HfHubHTTPError as error:
+        status = getattr(error.response, "status_code", "?")
+        raise HubUnavailable(
+            f"the hub answered HTTP {status} for dataset {repo_id} at revision {revision}; check "
+            "dataset.repo_id and dataset.revision.\n" + _ways_forward(repo_id)
+        ) from None
+    except Exception as error:  # connection errors come from the HTTP client, whichever it is
+        raise HubUnavailable(
+            f"the Hugging Face hub cannot be reached from this machine ({type(error).__name__}), "
+            f"so {repo_id} cannot be downloaded.\n" + _ways_forward(repo_id)
+        ) from None
+    if not COMMIT_SHA.match(revision):
+        log.warning("dataset.revision '%s' is not a commit sha; it resolved to %s. Pin that sha "
+                    "in the config for a reproducible study.", revision, info.sha)
+    snapshot_download(repo_id, repo_type="dataset", revision=info.sha, endpoint=endpoint,
+                      local_dir=dest, allow_patterns=split_patterns(split))
+    provenance = {"repo_id": repo_id, "revision": revision, "commit": info.sha}
+    Path(dest, "source.json").write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n")
+    return provenance
