@@ -48,14 +48,20 @@ def download(repo_id: str, revision: str, split: str, dest, *, endpoint: str | N
 
     try:
         info = HfApi(endpoint=endpoint).dataset_info(repo_id, revision=revision, timeout=timeout)
-    except (GatedRepoError, RepositoryNotFoundError) as error:
-        raise HubUnavailable(
-            f"the hub refused access to dataset {repo_id} at revision {revision} "
-            f"({type(error).__name__}). It is probably gated: accept its terms on the hub page "
-            "and export HF_TOKEN with a read token.\n" + _ways_forward(repo_id)
-        ) from None
+        if not COMMIT_SHA.match(revision):
+            log.warning("dataset.revision '%s' is not a commit sha; it resolved to %s. Pin that sha "
+                        "in the config for a reproducible study.", revision, info.sha)
+        # a gated repo shows its card and file list to anyone: the refusal comes with the files
+        snapshot_download(repo_id, repo_type="dataset", revision=info.sha, endpoint=endpoint,
+                          local_dir=dest, allow_patterns=split_patterns(split))
     except HfHubHTTPError as error:
         status = getattr(error.response, "status_code", "?")
+        if isinstance(error, (GatedRepoError, RepositoryNotFoundError)) or status in (401, 403):
+            raise HubUnavailable(
+                f"the hub refused access to dataset {repo_id} at revision {revision} "
+                f"({type(error).__name__}, HTTP {status}). It is probably gated: accept its terms on "
+                "the hub page and export HF_TOKEN with a read token.\n" + _ways_forward(repo_id)
+            ) from None
         raise HubUnavailable(
             f"the hub answered HTTP {status} for dataset {repo_id} at revision {revision}; check "
             "dataset.repo_id and dataset.revision.\n" + _ways_forward(repo_id)
@@ -65,11 +71,6 @@ def download(repo_id: str, revision: str, split: str, dest, *, endpoint: str | N
             f"the Hugging Face hub cannot be reached from this machine ({type(error).__name__}), "
             f"so {repo_id} cannot be downloaded.\n" + _ways_forward(repo_id)
         ) from None
-    if not COMMIT_SHA.match(revision):
-        log.warning("dataset.revision '%s' is not a commit sha; it resolved to %s. Pin that sha "
-                    "in the config for a reproducible study.", revision, info.sha)
-    snapshot_download(repo_id, repo_type="dataset", revision=info.sha, endpoint=endpoint,
-                      local_dir=dest, allow_patterns=split_patterns(split))
     provenance = {"repo_id": repo_id, "revision": revision, "commit": info.sha}
     Path(dest, "source.json").write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n")
     return provenance

@@ -46,7 +46,8 @@ def draw_scene(keyword: str, index: int, count: int, size, rng: random.Random) -
     draw = ImageDraw.Draw(image)
     for _ in range(rng.randint(3, 6)):
         x0, y0 = rng.randrange(width), rng.randrange(height)
-        x1, y1 = x0 + rng.randint(20, width // 2), y0 + rng.randint(20, height // 2)
+        x1 = x0 + rng.randint(width // 10 + 1, width // 2)
+        y1 = y0 + rng.randint(height // 10 + 1, height // 2)
         colour = tuple(rng.randrange(0, 200) for _ in range(3))
         shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
         shape((x0, y0, x1, y1), fill=colour)

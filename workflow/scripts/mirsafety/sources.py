@@ -41,8 +41,10 @@ class ImageRef:
     def read(self) -> bytes:
         if self.data is not None:
             return self.data
-        if self.path is None or not self.path.is_file():
-            raise FileNotFoundError(f"file not found: {self.path}")
+        if self.path is None:
+            raise FileNotFoundError("is missing (no bytes embedded and no file named)")
+        if not self.path.is_file():
+            raise FileNotFoundError(f"is missing (file not found: {self.path})")
         return self.path.read_bytes()
 
 

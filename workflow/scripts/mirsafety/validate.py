@@ -61,14 +61,12 @@ def check_fields(fields: dict) -> list[str]:
     return problems
 
 
-def check_image(data: bytes | None, max_pixels: int) -> CheckedImage:
+def check_image(data: bytes, max_pixels: int) -> CheckedImage:
     """Decode ``data`` completely, refusing empty, unreadable, truncated and oversized images.
 
     The pixel count is read from the header before decoding, so a decompression bomb is refused
     without allocating it.
     """
-    if data is None:
-        raise ImageProblem("has no image data (missing bytes)")
     if len(data) == 0:
         raise ImageProblem("is empty (0 bytes)")
     try:

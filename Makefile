@@ -1,0 +1,25 @@
+# The two entry points of the README's quick start. Both create .venv from the pinned
+# requirements first (CPU torch; see README for GPU hosts).
+VENV  ?= .venv
+CORES ?= 2
+PY    := $(VENV)/bin/python
+
+.PHONY: run test lint bench
+
+run: $(VENV)/.installed          ## run the workflow on the embedded default (config.yaml)
+	$(VENV)/bin/snakemake --cores $(CORES)
+
+test: $(VENV)/.installed         ## the whole test suite (unit + end-to-end workflow)
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/snakemake --lint
+
+bench: $(VENV)/.installed        ## speed and memory of prepare, against a plain-copy baseline
+	$(PY) benchmarks/bench_prepare.py
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@

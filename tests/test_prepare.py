@@ -1,0 +1,105 @@
+"""prepare on every source layout: same result from each, counts and hashes checked."""
+
+import hashlib
+import json
+
+import pytest
+from conftest import write_extracted, write_hub
+from mirsafety.errors import DataError
+from mirsafety.prepare import expected_counts, prepare
+from mirsafety.sources import open_source
+from mirsafety.taxonomy import CATEGORIES, RELATIONS
+
+
+def run_prepare(source, out, dataset="sample", spec=None, enforce=True, **kwargs):
+    expected = expected_counts(dataset, spec or {"instances_per_cell": 1})
+    return prepare(source, out, dataset=dataset, split="train", max_image_pixels=10**7,
+                   expected=expected, enforce_counts=enforce, provenance={}, **kwargs)
+
+
+def test_hub_snapshot_is_prepared_with_hashes_and_counts(tmp_path, tiny_records):
+    manifest = run_prepare(write_hub(tiny_records, tmp_path / "hub"), tmp_path / "out")
+    out = tmp_path / "out"
+    lines = (out / "instances.jsonl").read_text().splitlines()
+    assert len(lines) == manifest["counts"]["total"] == 54
+    assert manifest["count_check"] == {"status": "ok", "enforced": True, "differences": []}
+    assert manifest["source"]["kind"] == "hub_parquet"
+    assert set(manifest["counts"]["by_cell"].values()) == {1}
+    for path, digest in manifest["images"].items():
+        assert hashlib.sha256((out / path).read_bytes()).hexdigest() == digest
+    assert len(manifest["images"]) == manifest["n_images"] == sum(
+        r["num_images"] for r in tiny_records
+    )
+    digest = hashlib.sha256((out / "instances.jsonl").read_bytes()).hexdigest()
+    assert manifest["files"]["instances.jsonl"] == digest
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_records_are_in_canonical_order_with_stable_ids(tmp_path, tiny_records):
+    run_prepare(write_hub(tiny_records[::-1], tmp_path / "hub"), tmp_path / "out")
+    records = [json.loads(x) for x in (tmp_path / "out" / "instances.jsonl").read_text().split("\n")
+               if x]
+    order = [(CATEGORIES.index(r["category"]), RELATIONS.index(r["relation"])) for r in records]
+    assert order == sorted(order)
+    first = records[0]
+    assert first["uid"] == f"{first['category']}/{first['relation']}/{first['id']}"
+    assert first["relation_group"] == "temporal"
+    assert first["images"][0] == f"images/{first['category']}/{first['relation']}/{first['id']}_1.png"
+
+
+def test_extracted_layout_gives_the_same_instances_as_the_hub(tmp_path, tiny_records):
+    run_prepare(write_hub(tiny_records, tmp_path / "hub"), tmp_path / "a")
+    manifest = run_prepare(write_extracted(tiny_records, tmp_path / "ext"), tmp_path / "b")
+    assert manifest["source"]["kind"] == "extracted"
+    a = (tmp_path / "a" / "instances.jsonl").read_bytes()
+    assert a == (tmp_path / "b" / "instances.jsonl").read_bytes()
+
+
+def test_parquet_converter_layout_is_found(tmp_path, tiny_records):
+    hub = write_hub(tiny_records, tmp_path / "hub")
+    converted = tmp_path / "conv" / "default" / "train"
+    converted.mkdir(parents=True)
+    next(hub.glob("data/*.parquet")).rename(converted / "0000.parquet")
+    assert open_source(tmp_path / "conv").kind == "hub_parquet"
+
+
+def test_preparing_twice_gives_identical_files(tmp_path, tiny_records):
+    source = write_hub(tiny_records, tmp_path / "hub")
+    run_prepare(source, tmp_path / "a")
+    run_prepare(source, tmp_path / "a")  # over its own earlier output
+    run_prepare(source, tmp_path / "b")
+    for name in ("instances.jsonl", "manifest.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_published_counts_are_enforced_for_the_real_dataset(tmp_path, tiny_records):
+    source = write_hub(tiny_records, tmp_path / "hub")
+    with pytest.raises(DataError) as error:
+        run_prepare(source, tmp_path / "out", dataset="mir")
+    assert "total: expected 2676, found 54" in str(error.value)
+    assert "Analogy: expected 318, found 6" in str(error.value)
+    assert "check_published_counts: false" in str(error.value)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_count_mismatch_is_recorded_when_allowed(tmp_path, tiny_records):
+    manifest = run_prepare(write_hub(tiny_records, tmp_path / "hub"), tmp_path / "out",
+                           dataset="mir", enforce=False)
+    assert manifest["count_check"]["status"] == "mismatch"
+    assert manifest["count_check"]["enforced"] is False
+    assert "total: expected 2676, found 54" in manifest["count_check"]["differences"]
+
+
+def test_download_provenance_is_carried_into_the_manifest(tmp_path, tiny_records):
+    source = write_hub(tiny_records, tmp_path / "hub")
+    (source / "source.json").write_text(json.dumps({"commit": "f" * 40, "revision": "main"}))
+    manifest = run_prepare(source, tmp_path / "out")
+    assert manifest["source"]["commit"] == "f" * 40
+
+
+def test_folder_without_data_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no MIR-SafetyBench data found"):
+        run_prepare(tmp_path / "empty", tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="dataset.local_path"):
+        run_prepare(tmp_path / "missing", tmp_path / "out")
