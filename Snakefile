@@ -5,14 +5,21 @@
 """
 
 
-configfile: "config.yaml"
+# config.yaml is the default; a --configfile replaces it instead of being merged into it, so a
+# study config never inherits the default run's tiny models.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/generate.smk"
 
 
 rule all:
     input:
         dataset_manifest(),
+        generation_outputs(),
     default_target: True

@@ -12,6 +12,8 @@ SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 from mirsafety.config import validate_config  # noqa: E402
+from mirsafety.backends.factory import weights_location  # noqa: E402
+from mirsafety.generate import shard_name  # noqa: E402
 from mirsafety.prepare import expected_counts  # noqa: E402
 
 config.update(
@@ -25,6 +27,8 @@ HUB_SNAPSHOT = "results/raw/mir"
 
 wildcard_constraints:
     dataset="sample|mir",
+    shard=r"\d{3}-of-\d{3}",
+    model="|".join(config["models"]) or "no-model-registered",
 
 
 def uses_hub():
@@ -72,3 +76,37 @@ def dataset_settings(wildcards):
 
 def dataset_manifest():
     return f"results/data/{DATASET}/manifest.json"
+
+
+def dataset_dir():
+    """The prepared dataset every model is run on."""
+    return str(Path(dataset_manifest()).parent)
+
+
+def generation_inputs(wildcards):
+    """The prepared dataset, and the weights folder when the workflow builds it (tiny models)."""
+    inputs = {
+        "instances": str(Path(dataset_dir(), "instances.jsonl")),
+        "manifest": dataset_manifest(),
+    }
+    weights = config["models"][wildcards.model].get("weights", {})
+    if "tiny" in weights:
+        inputs["weights"] = rules.build_tiny_model.output.config.format(tiny=weights["tiny"])
+    return inputs
+
+
+def model_resources(wildcards):
+    return config["models"][wildcards.model]["resources"]
+
+
+def generation_outputs():
+    """Every shard of every registered model."""
+    return [
+        path
+        for name, model in config["models"].items()
+        for path in expand(
+            rules.generate.output.shard,
+            model=name,
+            shard=[shard_name(k, model["shards"]) for k in range(model["shards"])],
+        )
+    ]

@@ -43,6 +43,8 @@ def _describe(error) -> str:
             f"unknown config key {keys}; allowed at {where}: {', '.join(allowed)}. "
             "Fix: remove or rename it."
         )
+    if error.validator == "oneOf" and "description" in error.schema:
+        return f"config key '{where}' matches none of its allowed forms: {error.schema['description']}"
     return f"config key '{where}': {error.message}"
 
 

@@ -1,0 +1,39 @@
+"""Stages 2-3, models and generation: tiny offline models, then one job per model and shard."""
+
+
+rule build_tiny_model:
+    input:
+        spec=config["tiny_models"]["spec"],
+    output:
+        config="results/models/tiny/{tiny}/config.json",
+    log:
+        "logs/models/build_{tiny}.log",
+    conda:
+        "../../envs/generate.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/build_tiny_model.py"
+
+
+rule generate:
+    input:
+        unpack(generation_inputs),
+    output:
+        shard="results/generations/{model}/{shard}.jsonl",
+        meta="results/generations/{model}/{shard}.meta.json",
+    params:
+        model=lambda w: config["models"][w.model],
+        dataset_dir=lambda w: dataset_dir(),
+    threads: 2
+    resources:
+        mem_mb=lambda w: model_resources(w)["mem_mb"],
+        runtime=lambda w: model_resources(w)["runtime"],
+        gpu=lambda w: model_resources(w)["gpus"],
+    log:
+        "logs/generate/{model}/{shard}.log",
+    conda:
+        "../../envs/generate.yaml"
+    script:
+        "../scripts/generate.py"

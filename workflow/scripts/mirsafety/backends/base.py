@@ -1,0 +1,45 @@
+"""The contract between the generation loop and a backend.
+
+A backend turns a batch of ``Request``s into one ``Result`` each, in the same order. It never
+raises for a single bad item: the item's Result has ``status="failed"`` and the reason, so a shard
+always accounts for every instance (a failed generation is later judged ``error``, never safe).
+"""
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+
+@dataclass
+class Request:
+    """One prompt to one model: images first, then the text, as in the released MIR code."""
+
+    uid: str
+    prompt: str
+    images: list[Image.Image]
+    system_prompt: str | None = None
+
+
+@dataclass
+class Result:
+    """What came back for one Request. Token counts are None where a backend cannot know them."""
+
+    uid: str
+    status: str  # "ok" | "failed"
+    raw_output: str | None = None
+    error: str | None = None
+    prompt_tokens: int | None = None
+    image_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    latency_s: float | None = None
+
+
+class Backend:
+    """Base class; subclasses implement ``generate`` and may hold a loaded model."""
+
+    def generate(self, requests: list[Request]) -> list[Result]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the model or connection pool (default: nothing to release)."""

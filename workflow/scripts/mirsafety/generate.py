@@ -1,0 +1,189 @@
+"""Run one model over one shard of the instances: resumable, every item accounted for.
+
+A shard is a contiguous chunk of ``instances.jsonl``. Finished items go to the ledger as they
+come; only when every item of the shard has a record is the shard file written (atomically),
+together with its provenance. Failed items are recorded as ``failed`` (and judged ``error``
+downstream); a re-run of the shard re-asks only them.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .backends.base import Backend, Request, Result
+from .images import load_instance_images
+from .ledger import LedgerWriter, ledger_path, read_ledger
+from .thinking import split_thinking
+
+log = logging.getLogger(__name__)
+
+SHARD_NAME = re.compile(r"^(\d{3})-of-(\d{3})$")
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"{index:03d}-of-{count:03d}"
+
+
+def parse_shard(name: str) -> tuple[int, int]:
+    match = SHARD_NAME.match(name)
+    if not match or int(match[1]) >= int(match[2]):
+        raise ValueError(f"shard '{name}' is not of the form III-of-NNN with III < NNN")
+    return int(match[1]), int(match[2])
+
+
+def shard_slice(items: list, index: int, count: int) -> list:
+    """Contiguous chunk ``index`` of ``count`` near-equal chunks (sizes differ by at most one)."""
+    return items[len(items) * index // count: len(items) * (index + 1) // count]
+
+
+def read_jsonl(path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def settings_key(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def software_versions() -> dict:
+    import PIL
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "pillow": PIL.__version__}
+
+
+def make_request(instance: dict, dataset_dir, model: dict) -> Request:
+    pixels = model["image_pixels"]
+    images = load_instance_images(dataset_dir, instance["images"],
+                                  single_image=model["single_image"],
+                                  min_pixels=pixels["min"], max_pixels=pixels["max"])
+    return Request(instance["uid"], instance["revised_prompt"], images, model["system_prompt"])
+
+
+def make_record(instance: dict, result: Result, model_name: str, thinking_format: str,
+                images_given: int) -> dict:
+    """The shard's line for one item: raw output kept beside the stripped answer and thinking."""
+    answer = thinking = None
+    if result.status == "ok":
+        answer, thinking = split_thinking(result.raw_output, thinking_format)
+    return {
+        "uid": instance["uid"],
+        "model": model_name,
+        "status": result.status,
+        "error": result.error,
+        "raw_output": result.raw_output,
+        "answer": answer,
+        "thinking": thinking,
+        "images_given": images_given,
+        "prompt_tokens": result.prompt_tokens,
+        "image_tokens": result.image_tokens,
+        "completion_tokens": result.completion_tokens,
+        "finish_reason": result.finish_reason,
+        "latency_s": result.latency_s,
+    }
+
+
+def _failed(uid: str, error: Exception) -> Result:
+    return Result(uid, "failed", error=f"{type(error).__name__}: {error}")
+
+
+def _generate_batch(backend: Backend, batch: list[dict], dataset_dir, model: dict):
+    """Results for a batch; an item whose images cannot be loaded fails alone."""
+    requests, results = {}, {}
+    for instance in batch:
+        try:
+            requests[instance["uid"]] = make_request(instance, dataset_dir, model)
+        except OSError as error:
+            results[instance["uid"]] = _failed(instance["uid"], error)
+    ready = list(requests.values())
+    for request, result in zip(ready, backend.generate(ready) if ready else [], strict=True):
+        if result.uid != request.uid:
+            raise RuntimeError(f"backend answered {result.uid} for {request.uid}")
+        results[request.uid] = result
+    given = {uid: len(request.images) for uid, request in requests.items()}
+    return [(i, results[i["uid"]], given.get(i["uid"], 0)) for i in batch]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def run_shard(instances: list[dict], dataset_dir, backend: Backend, *, model_name: str,
+              model: dict, settings: dict, out_path, meta_path) -> dict:
+    """Generate every instance not yet done with ``settings``; write the shard and its meta.
+
+    ``settings`` identifies what the answers depend on (model entry, weights, dataset manifest,
+    shard); the ledger is reused only under the same settings. Returns the meta record.
+    """
+    out_path, meta_path = Path(out_path), Path(meta_path)
+    key = settings_key(settings)
+    ledger = ledger_path(out_path)
+    done = read_ledger(ledger, key)
+    todo = [i for i in instances if done.get(i["uid"], {}).get("status") != "ok"]
+    log.info("%s: %d item(s), %d already done, %d to generate", out_path, len(instances),
+             len(instances) - len(todo), len(todo))
+    writer = LedgerWriter(ledger, key)
+    batch_size = model["batch_size"]
+    try:
+        with tqdm(total=len(todo), desc=f"generate {model_name}", unit="item") as progress:
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start:start + batch_size]
+                for instance, result, given in _generate_batch(backend, batch, dataset_dir, model):
+                    record = make_record(instance, result, model_name, model["thinking"], given)
+                    writer.write(record)
+                    done[instance["uid"]] = record
+                progress.update(len(batch))
+    finally:
+        writer.close()
+    records = [done[i["uid"]] for i in instances]
+    statuses = Counter(r["status"] for r in records)
+    if statuses["failed"]:
+        log.warning("%d item(s) failed; they are recorded as failed. Re-run this shard "
+                    "(snakemake --forcerun generate) to retry only them.", statuses["failed"])
+    meta = {**settings, "settings_key": key, "n_items": len(records),
+            "status_counts": dict(sorted(statuses.items())), "software": software_versions()}
+    _write_atomic(out_path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
+                                    for r in records))
+    _write_atomic(meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    return meta
+
+
+def generate_shard(*, model_name: str, model: dict, shard: str, instances_path, manifest_path,
+                   dataset_dir, out_path, meta_path) -> dict:
+    """The rule's whole job: select the shard, load the backend, run, record provenance."""
+    from .backends.factory import make_backend, weights_identity
+
+    instances = shard_slice(read_jsonl(instances_path), *parse_shard(shard))
+    settings = {
+        "model_name": model_name,
+        "model": model,
+        "weights": weights_identity(model),
+        "dataset_manifest_sha256": sha256_file(manifest_path),
+        "shard": shard,
+        "uids": hashlib.sha256("\n".join(i["uid"] for i in instances).encode()).hexdigest(),
+    }
+    backend = make_backend(model)
+    try:
+        return run_shard(instances, dataset_dir, backend, model_name=model_name, model=model,
+                         settings=settings, out_path=out_path, meta_path=meta_path)
+    finally:
+        backend.close()
