@@ -2,6 +2,8 @@
 
 import io
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -62,3 +64,43 @@ def write_extracted(records: list[dict], root: Path) -> Path:
 def tiny_records():
     """54 instances, one per category x relation cell, with small distinct images."""
     return make_records(TINY_SPEC)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Every tiny model of resources/tiny_models.yaml, built once per test session: name -> dir."""
+    import yaml
+    from mirsafety.tiny_models import build_tiny_model
+
+    spec = yaml.safe_load((REPO / "resources" / "tiny_models.yaml").read_text())
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {name: build_tiny_model(name, spec, root / name) for name in spec["models"]}
+
+
+def registry_entry(entry: dict) -> dict:
+    """A model entry with every schema default filled in, as the workflow sees it."""
+    from mirsafety.config import validate_config
+
+    schema = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    return validate_config({"models": {"m": entry}}, schema)["models"]["m"]
+
+
+IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "logs", ".snakemake", "__pycache__",
+                                ".pytest_cache", "benchmarks")
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A copy of the project as a clean clone would have it, to run Snakemake in."""
+    root = tmp_path / "project"
+    shutil.copytree(REPO, root, ignore=IGNORE)
+    return root
+
+
+def snakemake_command(*args) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--cores", "2", *args]
+
+
+def snakemake(project, *args, env=None):
+    return subprocess.run(snakemake_command(*args), cwd=project, capture_output=True, text=True,
+                          env=env)

@@ -52,3 +52,51 @@ def test_wrong_values_are_named_together():
     message = str(error.value)
     assert "'dataset.name'" in message and "'full' is not one of" in message
     assert "'dataset.max_image_pixels'" in message
+
+
+def model_config(**entry):
+    return {"models": {"m": {"backend": "transformers", "weights": {"tiny": "t"}, **entry}}}
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({"models": {"m": {"backend": "transformers"}}}, "'weights' is a required property"),
+        (model_config(weights={"tiny": "t", "hub_id": "org/x"}), "matches none of its allowed forms"),
+        ({"models": {"m": {"backend": "openai"}}}, "'api' is a required property"),
+        (model_config(backend="onnx"), "'onnx' is not one of"),
+        (model_config(decoding={"temprature": 0.7}), "unknown config key 'models.m.decoding.temprature'"),
+        (model_config(shards=0), "'models.m.shards': 0 is less than the minimum of 1"),
+        ({"models": {"bad name": {"backend": "openai"}}}, "'bad name' does not match"),
+    ],
+)
+def test_bad_model_entry_is_named(config, expected):
+    with pytest.raises(ConfigError) as error:
+        validate_config(config, SCHEMA)
+    assert expected in str(error.value)
+
+
+def test_model_defaults_are_filled():
+    model = validate_config(model_config(), SCHEMA)["models"]["m"]
+    assert model["decoding"] == {"do_sample": False, "temperature": None, "top_p": None,
+                                 "repetition_penalty": None, "max_new_tokens": 1024, "seed": 0}
+    assert model["single_image"] is False and model["thinking"] == "auto"
+    assert model["resources"] == {"gpus": 0, "mem_mb": 4000, "runtime": 60}
+
+
+def test_study_config_registers_19_real_models():
+    config = validate_config(yaml.safe_load((REPO / "config" / "study.yaml").read_text()), SCHEMA)
+    models = config["models"]
+    assert len(models) == 19
+    assert config["dataset"]["name"] == "mir"
+    for name, model in models.items():
+        if model["backend"] == "openai":
+            assert model["api"]["api_key_env"], name
+        else:
+            assert "hub_id" in model["weights"] and model["resources"]["gpus"] >= 1, name
+            assert model["params_b"] and model["family"], name
+        if model["decoding"]["do_sample"]:
+            assert model["decoding"]["seed"] is not None, name
+    assert models["Llama-3.2-11B-Vision"]["single_image"] is True
+    assert models["Qwen2.5-VL-7B"]["decoding"]["repetition_penalty"] == 1.05
+    assert models["Qwen2.5-VL-7B"]["image_pixels"] == {"min": 224 * 224, "max": 1280 * 28 * 28}

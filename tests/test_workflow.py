@@ -2,31 +2,12 @@
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 import yaml
-from conftest import REPO, write_extracted
+from conftest import snakemake, write_extracted
 
 pytestmark = pytest.mark.workflow
-
-IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "logs", ".snakemake", "__pycache__",
-                                ".pytest_cache", "benchmarks")
-
-
-@pytest.fixture
-def project(tmp_path):
-    """A copy of the project as a clean clone would have it."""
-    root = tmp_path / "project"
-    shutil.copytree(REPO, root, ignore=IGNORE)
-    return root
-
-
-def snakemake(project, *args, env=None):
-    command = [sys.executable, "-m", "snakemake", "--cores", "2", *args]
-    return subprocess.run(command, cwd=project, capture_output=True, text=True, env=env)
 
 
 def test_lint_is_clean(project):
@@ -93,3 +74,30 @@ def test_bad_local_copy_fails_and_leaves_no_declared_output(project, tmp_path, t
     assert not (project / "results/data/mir").exists() or not any(
         (project / "results/data/mir").iterdir()
     )
+
+
+def test_study_config_dry_run_plans_every_shard(project):
+    env = {**os.environ, "HF_TOKEN": "dry-run"}
+    result = snakemake(project, "-n", "--configfile", "config/study.yaml", env=env)
+    assert result.returncode == 0, result.stderr
+    table = result.stdout + result.stderr
+    study = yaml.safe_load((project / "config/study.yaml").read_text())
+    shards = sum(m["shards"] for m in study["models"].values())
+    assert f"generate              {shards}" in table
+    assert "download_dataset        1" in table
+
+
+def test_default_run_generates_with_every_tiny_model(project):
+    result = snakemake(project)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load((project / "config.yaml").read_text())
+    for name, model in config["models"].items():
+        lines = []
+        for k in range(model["shards"]):
+            shard = project / "results/generations" / name / f"{k:03d}-of-{model['shards']:03d}"
+            lines += shard.with_suffix(".jsonl").read_text().splitlines()
+            meta = json.loads(shard.with_suffix(".meta.json").read_text())
+            assert meta["model_name"] == name and meta["weights"]["tiny"] == model["weights"]["tiny"]
+        records = [json.loads(x) for x in lines]
+        assert len(records) == 108 and len({r["uid"] for r in records}) == 108
+        assert all(r["status"] == "ok" and r["image_tokens"] > 0 for r in records)

@@ -13,4 +13,5 @@ generate_shard(
     dataset_dir=snakemake.params.dataset_dir,
     out_path=snakemake.output.shard,
     meta_path=snakemake.output.meta,
+    threads=snakemake.threads,
 )

@@ -168,9 +168,16 @@ def run_shard(instances: list[dict], dataset_dir, backend: Backend, *, model_nam
 
 
 def generate_shard(*, model_name: str, model: dict, shard: str, instances_path, manifest_path,
-                   dataset_dir, out_path, meta_path) -> dict:
-    """The rule's whole job: select the shard, load the backend, run, record provenance."""
+                   dataset_dir, out_path, meta_path, threads: int = 1) -> dict:
+    """The rule's whole job: select the shard, load the backend, run, record provenance.
+
+    ``threads`` caps torch's CPU threads at what the scheduler granted the job.
+    """
+    import torch
+
     from .backends.factory import make_backend, weights_identity
+
+    torch.set_num_threads(threads)
 
     instances = shard_slice(read_jsonl(instances_path), *parse_shard(shard))
     settings = {
@@ -182,6 +189,7 @@ def generate_shard(*, model_name: str, model: dict, shard: str, instances_path, 
         "uids": hashlib.sha256("\n".join(i["uid"] for i in instances).encode()).hexdigest(),
     }
     backend = make_backend(model)
+    settings["weights"]["resolved_commit"] = getattr(backend, "commit", None)
     try:
         return run_shard(instances, dataset_dir, backend, model_name=model_name, model=model,
                          settings=settings, out_path=out_path, meta_path=meta_path)
