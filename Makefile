@@ -15,8 +15,9 @@ test: $(VENV)/.installed         ## the whole test suite (unit + end-to-end work
 lint: $(VENV)/.installed
 	$(VENV)/bin/snakemake --lint
 
-bench: $(VENV)/.installed        ## speed and memory of prepare, against a plain-copy baseline
+bench: $(VENV)/.installed        ## speed and memory: prepare vs a plain copy, generation batch 1 vs 8
 	$(PY) benchmarks/bench_prepare.py
+	$(PY) benchmarks/bench_generate.py
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
