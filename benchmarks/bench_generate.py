@@ -1,4 +1,4 @@
-"""Benchmark of generation with the tiny Qwen2.5-VL at batch size 1 vs 8 on CPU; prints a markdown table.
+"""Benchmark of generation, tiny Qwen2.5-VL, batch size 1 vs 8 on CPU; prints a markdown table.
 
 What it measures: the ``generate`` stage's own code path (``make_backend`` + ``run_shard``, i.e.
 image loading, chat template, processor, ``model.generate`` with left padding, ledger and shard
@@ -207,7 +207,7 @@ def main():
         print(f"| {size} | {ips:.2f} | {ips / base:.2f}x | {median(runs, 'run_s'):.2f} | "
               f"{median(runs, 'load_s'):.2f} | {median(runs, 'loaded_mib'):.0f} | "
               f"{median(runs, 'run_peak_mib'):.0f} | {max(r['peak_mib'] for r in runs):.0f} | "
-              f"{median(runs, 'per_item_mib'):.2f} | {median(runs, 'completion_tokens'):.1f} | "
+              f"{median(runs, 'per_item_mib'):.2f} | {median(runs, 'completion_tokens'):.2f} | "
               f"{runs[0]['stopped']}/{runs[0]['items'] - runs[0]['failed']} | "
               f"{median(runs, 'prompt_tokens'):.1f} | {max(r['failed'] for r in runs)} |")
 
@@ -227,8 +227,9 @@ def main():
   over runs.
 - Greedy decoding with early EOS: items in one batch may stop at different lengths (a batch runs
   until its longest item is done; shorter items' slots keep computing padding), so the mean
-  completion tokens per item (EOS included, from the shard records) is reported; "stopped at EOS"
-  counts items that ended before max_new_tokens (first run).""")
+  completion tokens per item (EOS included, from the shard records) is reported. "stopped at EOS"
+  counts items with finish_reason stop (first run); the EOS may be the last allowed token, so
+  they can still have max_new_tokens tokens. The random-weight tiny model rarely emits EOS.""")
 
 
 if __name__ == "__main__":
