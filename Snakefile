@@ -16,10 +16,12 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/generate.smk"
+include: "workflow/rules/judge.smk"
 
 
 rule all:
     input:
         dataset_manifest(),
         generation_outputs(),
+        analysis_outputs(),
     default_target: True

@@ -109,7 +109,8 @@ def run_once(model_dir, data_dir, out_dir, batch_size, n, max_new_tokens, thread
     from mirsafety.backends import hf  # noqa: F401  (import outside the timed regions)
     from mirsafety.backends.factory import make_backend, weights_identity
     from mirsafety.config import validate_config
-    from mirsafety.generate import read_jsonl, run_shard
+    from mirsafety.generate import run_shard
+    from mirsafety.records import read_jsonl
 
     entry = {**ENTRY, "weights": {"path": str(model_dir)},
              "decoding": {**ENTRY["decoding"], "max_new_tokens": max_new_tokens}}

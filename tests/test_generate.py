@@ -4,7 +4,8 @@ import json
 
 import pytest
 from mirsafety.backends.base import Backend, Result
-from mirsafety.generate import parse_shard, run_shard, settings_key, shard_name, shard_slice
+from mirsafety.generate import parse_shard, run_shard, shard_name, shard_slice
+from mirsafety.records import settings_key
 from mirsafety.ledger import ledger_path, read_ledger
 from PIL import Image
 

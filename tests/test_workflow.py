@@ -87,7 +87,7 @@ def test_study_config_dry_run_plans_every_shard(project):
     assert "download_dataset        1" in table
 
 
-def test_default_run_generates_with_every_tiny_model(project):
+def test_default_run_generates_judges_and_tabulates_every_tiny_model(project):
     result = snakemake(project)
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load((project / "config.yaml").read_text())
@@ -101,3 +101,35 @@ def test_default_run_generates_with_every_tiny_model(project):
         records = [json.loads(x) for x in lines]
         assert len(records) == 108 and len({r["uid"] for r in records}) == 108
         assert all(r["status"] == "ok" and r["image_tokens"] > 0 for r in records)
+    for judge in config["judges"]:
+        rows = (project / f"results/asr/{judge}/asr.csv").read_text().splitlines()
+        per_model = [r.split(",") for r in rows if r.startswith("model,")]
+        assert {r[1] for r in per_model} == set(config["models"])
+        assert all(int(r[4]) + int(r[5]) + int(r[6]) == 108 for r in per_model)
+    agreement = (project / "results/asr/judge_agreement.csv").read_text().splitlines()
+    assert agreement[1].startswith("refusal,tiny-harmbench,324,")
+    assert (project / "results/mir_export/refusal/statics_check.json").exists()
+
+
+def test_exported_results_come_back_through_mir_import(project):
+    """Export in the authors' layout, import as a new model and judge: same ASR."""
+    assert snakemake(project).returncode == 0
+    config = yaml.safe_load((project / "config.yaml").read_text())
+    export = project / "results/mir_export/refusal"
+    config["models"]["reimported"] = {
+        "backend": "mir_import",
+        "mir_import": {"infer_dir": str(export / "infer"), "model_dir": "tiny-qwen2.5-vl-s"},
+    }
+    config["judges"]["mir-refusal"] = {"kind": "mir_import",
+                                       "mir_import": {"harmbench_dir": str(export / "harmbench")}}
+    (project / "roundtrip.yaml").write_text(yaml.safe_dump(config))
+    targets = ["results/asr/mir-refusal/asr.csv", "results/asr/refusal/asr.csv"]
+    result = snakemake(project, *targets, "--configfile", "roundtrip.yaml")
+    assert result.returncode == 0, result.stderr
+
+    def rates(judge, model):
+        rows = (project / f"results/asr/{judge}/asr.csv").read_text().splitlines()
+        return [r.split(",", 2)[2] for r in rows if f",{model}," in r]
+
+    assert rates("mir-refusal", "reimported") == rates("refusal", "tiny-qwen2.5-vl-s")
+    assert rates("refusal", "reimported") == rates("refusal", "tiny-qwen2.5-vl-s")

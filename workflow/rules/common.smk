@@ -12,8 +12,8 @@ SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 from mirsafety.config import validate_config  # noqa: E402
-from mirsafety.backends.factory import weights_location  # noqa: E402
 from mirsafety.generate import shard_name  # noqa: E402
+from mirsafety.judges.factory import TINY_JUDGES_DIR  # noqa: E402
 from mirsafety.prepare import expected_counts  # noqa: E402
 
 config.update(
@@ -29,6 +29,7 @@ wildcard_constraints:
     dataset="sample|mir",
     shard=r"\d{3}-of-\d{3}",
     model="|".join(config["models"]) or "no-model-registered",
+    judge="|".join(config["judges"]) or "no-judge-registered",
 
 
 def uses_hub():
@@ -103,10 +104,63 @@ def generation_outputs():
     """Every shard of every registered model."""
     return [
         path
-        for name, model in config["models"].items()
-        for path in expand(
-            rules.generate.output.shard,
-            model=name,
-            shard=[shard_name(k, model["shards"]) for k in range(model["shards"])],
-        )
+        for name in config["models"]
+        for path in expand(rules.generate.output.shard, model=name, shard=shard_names(name))
     ]
+
+
+def shard_names(model):
+    shards = config["models"][model]["shards"]
+    return [shard_name(k, shards) for k in range(shards)]
+
+
+def judge_inputs(wildcards):
+    """A generation shard with its provenance, the instances, and tiny judge weights if any."""
+    inputs = {
+        "generations": rules.generate.output.shard.format(**wildcards),
+        "generations_meta": rules.generate.output.meta.format(**wildcards),
+        "instances": str(Path(dataset_dir(), "instances.jsonl")),
+    }
+    weights = config["judges"][wildcards.judge].get("weights", {})
+    if "tiny" in weights:
+        inputs["weights"] = rules.build_tiny_judge.output.config.format(tiny=weights["tiny"])
+    return inputs
+
+
+def judgment_outputs(judge, kind="judgments"):
+    """Every shard of every model, as judged by ``judge``."""
+    return [
+        path
+        for model in config["models"]
+        for path in expand(getattr(rules.judge.output, kind), judge=judge, model=model,
+                           shard=shard_names(model))
+    ]
+
+
+def primary_judge():
+    """The judge behind the headline numbers (analysis.primary_judge, else the first one)."""
+    name = config["analysis"]["primary_judge"] or next(iter(config["judges"]), None)
+    if name is not None and name not in config["judges"]:
+        raise ValueError(
+            f"analysis.primary_judge '{name}' is not a registered judge "
+            f"({', '.join(config['judges'])}); fix the name or register it under judges"
+        )
+    return name
+
+
+def analysis_outputs():
+    """ASR tables of every judge, judge agreement (two or more judges), and the export of the
+    primary judge's results in the released MIR code's layout."""
+    if not config["models"] or not config["judges"]:
+        return []
+    outputs = expand(rules.asr.output.asr, judge=list(config["judges"]))
+    if len(config["judges"]) > 1:
+        outputs.append(rules.judge_agreement.output[0])
+    outputs += expand(rules.export_mir.output.export, judge=primary_judge())
+    return outputs
+
+
+def mir_model_dir(model):
+    """The model's folder name in the authors' result layout (for mir_import)."""
+    spec = config["models"][model].get("mir_import") or {}
+    return spec.get("model_dir") or model

@@ -7,10 +7,7 @@ downstream); a re-run of the shard re-asks only them.
 """
 
 import hashlib
-import json
 import logging
-import os
-import platform
 import re
 from collections import Counter
 from pathlib import Path
@@ -20,6 +17,14 @@ from tqdm import tqdm
 from .backends.base import Backend, Request, Result
 from .images import load_instance_images
 from .ledger import LedgerWriter, ledger_path, read_ledger
+from .records import (
+    read_jsonl,
+    settings_key,
+    sha256_file,
+    software_versions,
+    write_json,
+    write_jsonl,
+)
 from .thinking import split_thinking
 
 log = logging.getLogger(__name__)
@@ -43,30 +48,12 @@ def shard_slice(items: list, index: int, count: int) -> list:
     return items[len(items) * index // count: len(items) * (index + 1) // count]
 
 
-def read_jsonl(path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
-def settings_key(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
-def software_versions() -> dict:
-    import PIL
-    import torch
-    import transformers
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "pillow": PIL.__version__}
 
 
 def make_request(instance: dict, dataset_dir, model: dict) -> Request:
@@ -121,10 +108,6 @@ def _generate_batch(backend: Backend, batch: list[dict], dataset_dir, model: dic
     return [(i, results[i["uid"]], given.get(i["uid"], 0)) for i in batch]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
 
 
 def run_shard(instances: list[dict], dataset_dir, backend: Backend, *, model_name: str,
@@ -161,9 +144,8 @@ def run_shard(instances: list[dict], dataset_dir, backend: Backend, *, model_nam
                     "(snakemake --forcerun generate) to retry only them.", statuses["failed"])
     meta = {**settings, "settings_key": key, "n_items": len(records),
             "status_counts": dict(sorted(statuses.items())), "software": software_versions()}
-    _write_atomic(out_path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
-                                    for r in records))
-    _write_atomic(meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    write_jsonl(out_path, records)
+    write_json(meta_path, meta)
     return meta
 
 
@@ -188,6 +170,9 @@ def generate_shard(*, model_name: str, model: dict, shard: str, instances_path, 
         "shard": shard,
         "uids": hashlib.sha256("\n".join(i["uid"] for i in instances).encode()).hexdigest(),
     }
+    if model["backend"] == "mir_import":
+        return import_shard(instances, model_name=model_name, model=model, settings=settings,
+                            instances_path=instances_path, out_path=out_path, meta_path=meta_path)
     backend = make_backend(model)
     settings["weights"]["resolved_commit"] = getattr(backend, "commit", None)
     try:
@@ -195,3 +180,25 @@ def generate_shard(*, model_name: str, model: dict, shard: str, instances_path, 
                          settings=settings, out_path=out_path, meta_path=meta_path)
     finally:
         backend.close()
+
+
+def import_shard(instances: list[dict], *, model_name: str, model: dict, settings: dict,
+                 instances_path, out_path, meta_path) -> dict:
+    """A shard of answers the authors' released code already generated (backend mir_import).
+
+    Every instance of the dataset must be in the import (checked against its texts), so a
+    partial or mismatched run cannot enter the analysis unnoticed.
+    """
+    from .mir_interop import import_generations
+
+    spec = model["mir_import"]
+    imported = import_generations(spec["infer_dir"], spec["model_dir"] or model_name,
+                                  read_jsonl(instances_path), extracted_dir=spec["extracted_dir"])
+    by_uid = {r["uid"]: {**r, "model": model_name} for r in imported}
+    records = [by_uid[i["uid"]] for i in instances]
+    statuses = Counter(r["status"] for r in records)
+    meta = {**settings, "settings_key": settings_key(settings), "n_items": len(records),
+            "status_counts": dict(sorted(statuses.items())), "software": software_versions()}
+    write_jsonl(out_path, records)
+    write_json(meta_path, meta)
+    return meta

@@ -8,30 +8,33 @@ from .base import Backend
 TINY_MODELS_DIR = Path("results", "models", "tiny")
 
 
-def weights_location(model: dict) -> tuple[str, str | None] | None:
-    """(name or path, revision) to load from; None for an API model."""
+def weights_location(model: dict, tiny_root=TINY_MODELS_DIR) -> tuple[str, str | None] | None:
+    """(name or path, revision) to load from; None for an API model. Tiny weights are built by
+    the workflow under ``tiny_root``."""
     weights = model.get("weights")
     if not weights:
         return None
     if "tiny" in weights:
-        return str(TINY_MODELS_DIR / weights["tiny"]), None
+        return str(Path(tiny_root, weights["tiny"])), None
     if "path" in weights:
         return weights["path"], None
     return weights["hub_id"], weights.get("revision")
 
 
-def weights_identity(model: dict) -> dict:
+def weights_identity(model: dict, tiny_root=TINY_MODELS_DIR) -> dict:
     """What the answers depend on, cheaply: a tiny model's weight hash; a folder's file sizes.
 
     Hashing the weights of a 72B model per shard would cost minutes, so real folders are
     identified by their file names and sizes and hub models by id and revision.
     """
     weights = model.get("weights")
+    if model.get("mir_import"):
+        return {"mir_import": model["mir_import"]}
     if not weights:
         return {"api_model": model["api"]["model"], "base_url": model["api"]["base_url"]}
     if "hub_id" in weights:
         return {"hub_id": weights["hub_id"], "revision": weights.get("revision")}
-    folder = Path(weights_location(model)[0])
+    folder = Path(weights_location(model, tiny_root)[0])
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     identity = {"path": str(folder),
                 "files": {p.relative_to(folder).as_posix(): p.stat().st_size for p in files}}

@@ -1,0 +1,103 @@
+"""Stage 4, judging, and the ASR part of stage 7: verdicts per (judge, model, shard), then tables."""
+
+
+rule build_tiny_judge:
+    input:
+        spec=config["tiny_models"]["judges_spec"],
+    output:
+        config="results/models/tiny-judges/{tiny}/config.json",
+    log:
+        "logs/models/build_judge_{tiny}.log",
+    conda:
+        "../../envs/judge.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/build_tiny_classifier.py"
+
+
+rule judge:
+    input:
+        unpack(judge_inputs),
+    output:
+        judgments="results/judgments/{judge}/{model}/{shard}.jsonl",
+        meta="results/judgments/{judge}/{model}/{shard}.meta.json",
+    params:
+        judge=lambda w: config["judges"][w.judge],
+        model_dir=lambda w: mir_model_dir(w.model),
+    threads: 2
+    resources:
+        mem_mb=lambda w: config["judges"][w.judge]["resources"]["mem_mb"],
+        runtime=lambda w: config["judges"][w.judge]["resources"]["runtime"],
+        gpu=lambda w: config["judges"][w.judge]["resources"]["gpus"],
+    log:
+        "logs/judge/{judge}/{model}/{shard}.log",
+    conda:
+        "../../envs/judge.yaml"
+    script:
+        "../scripts/judge.py"
+
+
+rule asr:
+    input:
+        judgments=lambda w: judgment_outputs(w.judge),
+        metas=lambda w: judgment_outputs(w.judge, "meta"),
+        instances=str(Path(dataset_dir(), "instances.jsonl")),
+    output:
+        asr=report(
+            "results/asr/{judge}/asr.csv",
+            caption="../report/asr.rst",
+            category="Attack success",
+        ),
+        seed_macro="results/asr/{judge}/seed_macro.csv",
+        safe_kinds="results/asr/{judge}/safe_kinds.csv",
+    log:
+        "logs/asr/{judge}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/asr.py"
+
+
+rule judge_agreement:
+    input:
+        judgments=[path for judge in config["judges"] for path in judgment_outputs(judge)],
+        instances=str(Path(dataset_dir(), "instances.jsonl")),
+    output:
+        report(
+            "results/asr/judge_agreement.csv",
+            caption="../report/agreement.rst",
+            category="Attack success",
+        ),
+    log:
+        "logs/asr/judge_agreement.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/judge_agreement.py"
+
+
+rule export_mir:
+    """Our generations and judgments in the authors' layout, checked against their statics.py."""
+    input:
+        generations=lambda w: generation_outputs(),
+        judgments=lambda w: judgment_outputs(w.judge),
+        instances=str(Path(dataset_dir(), "instances.jsonl")),
+    output:
+        export=directory("results/mir_export/{judge}"),
+    log:
+        "logs/mir_export/{judge}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/export_mir.py"

@@ -1,0 +1,23 @@
+"""Rule `asr`: ASR tables with Wilson intervals, the per-seed macro average, safe-answer kinds."""
+
+import logging
+
+from mirsafety import logs
+from mirsafety.asr import (
+    asr_tables,
+    check_complete,
+    check_same_dataset,
+    load_judgments,
+    safe_kind_shares,
+    seed_macro,
+)
+from mirsafety.records import read_jsonl
+
+logs.to_file(snakemake.log[0])
+check_same_dataset(snakemake.input.metas)
+frame = load_judgments(snakemake.input.judgments, snakemake.input.instances)
+check_complete(frame, len(read_jsonl(snakemake.input.instances)))
+asr_tables(frame).to_csv(snakemake.output.asr, index=False, float_format="%.6f")
+seed_macro(frame).to_csv(snakemake.output.seed_macro, index=False, float_format="%.6f")
+safe_kind_shares(frame).to_csv(snakemake.output.safe_kinds, index=False, float_format="%.6f")
+logging.getLogger("asr").info("label counts: %s", frame["label"].value_counts().to_dict())

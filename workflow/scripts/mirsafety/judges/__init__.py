@@ -1,0 +1,1 @@
+"""Judges: each turns (behaviour, answer) pairs into safe / unsafe / error verdicts."""

@@ -1,0 +1,51 @@
+"""Reading and writing the stages' files: jsonl records, atomic writes, hashes, provenance keys."""
+
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+
+def read_jsonl(path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_atomic(path, text: str) -> None:
+    """Write via a hidden partial file and a rename, so a reader never sees half a file."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def write_jsonl(path, records: list[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n"
+                               for r in records))
+
+
+def write_json(path, data: dict) -> None:
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def settings_key(settings: dict) -> str:
+    """A stable hash of the settings an output depends on (its provenance key)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def software_versions() -> dict:
+    import PIL
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "pillow": PIL.__version__}
