@@ -15,9 +15,10 @@ test: $(VENV)/.installed         ## the whole test suite (unit + end-to-end work
 lint: $(VENV)/.installed
 	$(VENV)/bin/snakemake --lint
 
-bench: $(VENV)/.installed        ## speed and memory: prepare vs a plain copy, generation batch 1 vs 8
+bench: $(VENV)/.installed        ## speed and memory: prepare vs a plain copy; generation and judging by batch size
 	$(PY) benchmarks/bench_prepare.py
 	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_judge.py
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
