@@ -230,7 +230,12 @@ class HarmBenchJudge(Judge):
         return render_prompt(self.template, replace(item, generation=generation), self.variant)
 
     def _encode(self, item: JudgeItem) -> list[int]:
+        """Token ids starting with BOS, as the classifier was trained (some tokenizer builds
+        under transformers 5 stop adding it; the prompt must not silently lose it)."""
         ids = self.tokenizer(self.prompt(item)).input_ids
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and (not ids or ids[0] != bos):
+            ids = [bos, *ids]
         if self.max_positions is not None and len(ids) > self.max_positions:
             raise ValueError(f"prompt of {len(ids)} tokens exceeds the classifier's context of "
                              f"{self.max_positions} (set a clip)")
