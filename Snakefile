@@ -17,6 +17,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/judge.smk"
+include: "workflow/rules/reasoning.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule all:

@@ -164,3 +164,51 @@ def mir_model_dir(model):
     """The model's folder name in the authors' result layout (for mir_import)."""
     spec = config["models"][model].get("mir_import") or {}
     return spec.get("model_dir") or model
+
+
+def reasoning_models():
+    """Models that can answer the reasoning items (an imported model has no backend to ask)."""
+    return [m for m, spec in config["models"].items() if spec["backend"] != "mir_import"]
+
+
+def reasoning_set_inputs(wildcards):
+    reasoning = config["reasoning"]
+    if reasoning["benchmark"] == "muirbench":
+        if not reasoning["muirbench_path"]:
+            raise ValueError(
+                "reasoning.benchmark is muirbench but reasoning.muirbench_path is not set; "
+                "download MuirBench elsewhere and point muirbench_path at it, or use embedded"
+            )
+        return {"source": reasoning["muirbench_path"]}
+    return {"spec": reasoning["spec"]}
+
+
+def reasoning_generate_inputs(wildcards):
+    inputs = {"item_list": rules.reasoning_set.output.item_list}
+    weights = config["models"][wildcards.model].get("weights", {})
+    if "tiny" in weights:
+        inputs["weights"] = rules.build_tiny_model.output.config.format(tiny=weights["tiny"])
+    return inputs
+
+
+def reasoning_model_entry(model):
+    """The model's registry entry, asked for a short answer (a letter) on the reasoning items."""
+    entry = dict(config["models"][model])
+    entry["decoding"] = {**entry["decoding"], "max_new_tokens": config["reasoning"]["max_new_tokens"]}
+    return entry
+
+
+def model_info():
+    """Family and size of every model, for leave-one-family-out and the size control."""
+    return [
+        {"model": name, "family": spec["family"], "params_b": spec["params_b"]}
+        for name, spec in config["models"].items()
+    ]
+
+
+def primary_capability():
+    """The capability behind the per-group correlations (default: the measured score)."""
+    if config["analysis"]["primary_capability"]:
+        return config["analysis"]["primary_capability"]
+    name = yaml.safe_load(Path(config["reasoning"]["spec"]).read_text())["name"]
+    return f"measured:{name}"

@@ -1,0 +1,461 @@
+"""The paper's figures as PDF, drawn for print and byte-stable.
+
+Sizes: every figure is at most ``TEXT_WIDTH`` inches wide and main.tex includes it at its natural
+size, so a font of 8 pt in the file is 8 pt on the page (no text here is smaller). Colours: the
+Okabe–Ito palette (colour-blind safe), with markers or hatches as a second cue; sequential maps
+use cividis. Bytes: no dates or producer in the PDF, fixed compression and hash salt, TrueType
+(Type 42) fonts, no pyplot state: drawing the same input twice gives the same file.
+
+Each function takes the analysis stage's CSV files (paths or DataFrames), writes ``out_pdf`` and
+returns the matplotlib ``Figure``. Degenerate input (one model, NaN correlations, no unsafe
+answers, an empty table) draws what exists and says "n too small" where a statistic is missing.
+"""
+
+import math
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from . import (CATEGORIES, RELATIONS, SAFE_KINDS, finite, model_level, model_order,  # noqa: E402
+               ordered, pretty, primary_capability, read_frame, require, select_judge,
+               split_capability)
+
+TEXT_WIDTH = 6.3   # inches: main.tex's \textwidth (a4paper, 2.35 cm margins) is 6.4 in
+COLUMN_WIDTH = 3.4
+MIN_FONT_PT = 8
+# Okabe & Ito (2008), without yellow (too light on white); black last.
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+HATCHES = ["", "///", "...", "xxx", "\\\\\\", "+++", "ooo"]
+SAFE_COLOUR, UNSAFE_COLOUR = "#0072B2", "#D55E00"
+KIND_COLOURS = {"refusal": "#0072B2", "misunderstanding": "#E69F00", "evasive": "#CC79A7",
+                "irrelevant": "#009E73", "none": "#999999"}
+TOO_SMALL = "n too small"
+DOT_PLOT_MAX = 10  # more models than this: asr_by_category is a heat map
+NAME_LABELS_MAX = 8  # more models than this: points carry numbers, keyed below the panels
+FIGURE_FILES = {
+    "asr_vs_reasoning": "asr_vs_reasoning.pdf",
+    "asr_heatmap": "asr_heatmap.pdf",
+    "asr_by_category": "asr_by_category.pdf",
+    "taxonomy_shares": "taxonomy_shares.pdf",
+    "entropy_safe_unsafe": "entropy_safe_unsafe.pdf",
+}
+RC = {
+    "font.family": "DejaVu Sans",
+    "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 9, "xtick.labelsize": 8,
+    "ytick.labelsize": 8, "legend.fontsize": 8, "legend.title_fontsize": 8,
+    "figure.titlesize": 9, "axes.linewidth": 0.6, "lines.linewidth": 1.0,
+    "xtick.major.width": 0.6, "ytick.major.width": 0.6, "axes.spines.top": False,
+    "axes.spines.right": False, "legend.frameon": False,
+    "pdf.fonttype": 42, "pdf.compression": 6, "svg.hashsalt": "mirsafety-render",
+    "svg.fonttype": "none", "path.simplify": False,
+    "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
+}
+PDF_METADATA = {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}
+
+
+def _figure(width, height) -> Figure:
+    return Figure(figsize=(min(width, TEXT_WIDTH), height), layout="constrained")
+
+
+def _save(fig: Figure, out_pdf) -> Figure:
+    out_pdf = Path(out_pdf)
+    out_pdf.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_pdf, format="pdf", metadata=PDF_METADATA)
+    return fig
+
+
+def _style(k: int) -> dict:
+    """The k-th model's colour and marker: distinct for 56 models."""
+    return {"color": PALETTE[k % len(PALETTE)], "marker": MARKERS[k % len(MARKERS)]}
+
+
+def _note(ax, text, x=0.5, y=0.5, **kw):
+    kw = {"ha": "center", "va": "center", "fontsize": MIN_FONT_PT, "color": "#444444", **kw}
+    ax.text(x, y, text, transform=ax.transAxes, **kw)
+
+
+def _empty(ax, text=TOO_SMALL):
+    ax.set_xticks([])
+    ax.set_yticks([])
+    _note(ax, text)
+
+
+def _fmt_p(p) -> str:
+    if not finite(p):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
+def _luminance(rgba) -> float:
+    r, g, b = rgba[:3]
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+# --- ASR against multi-image reasoning capability ------------------------------------------------
+
+def _ols_band(x, y, grid, level=0.95):
+    """Classical OLS fit of y on x and the pointwise confidence band of its mean on ``grid``."""
+    n = len(x)
+    slope, intercept = np.polyfit(x, y, 1)
+    fit = intercept + slope * grid
+    resid = y - (intercept + slope * x)
+    s2 = resid @ resid / (n - 2)
+    sxx = ((x - x.mean()) ** 2).sum()
+    se = np.sqrt(s2 * (1 / n + (grid - x.mean()) ** 2 / sxx))
+    t = stats.t.ppf(0.5 + level / 2, n - 2)
+    return fit, fit - t * se, fit + t * se
+
+
+def asr_vs_reasoning(asr, capability, correlation, out_pdf, *, judge: str | None = None,
+                     primary: str | None = None) -> Figure:
+    """One panel per capability score: each model's ASR (%, Wilson 95% interval) against its
+    score (%, with its interval where known); the OLS line with its 95% confidence band
+    (classical, refitted on the plotted points); above the panel the correlation row's Spearman
+    ρ, Pearson r, the permutation p of ρ and n. The leading score (``primary``, default
+    ``primary_capability``'s choice) is the first panel, the others follow by name. Points carry the model's name; with more than
+    ``NAME_LABELS_MAX`` models they carry a number, keyed (with the marker) below the panels."""
+    asr, cap = read_frame(asr), read_frame(capability)
+    corr = select_judge(read_frame(correlation), judge)
+    require(cap, ["model", "capability", "score"], "capability table")
+    models = model_level(asr)
+    names_sorted = sorted(models["model"], key=lambda m: (m.lower(), m))
+    style = {m: {**_style(k), "tag": m if len(names_sorted) <= NAME_LABELS_MAX else str(k + 1)}
+             for k, m in enumerate(names_sorted)}
+    names = sorted(cap["capability"].dropna().unique()) if len(cap) else []
+    lead = primary_capability(names, primary) if names else None
+    panels = ([lead] + [n for n in names if n != lead]) if names else [None]
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    width = COLUMN_WIDTH if ncols == 1 else TEXT_WIDTH
+    keyed = len(names_sorted) > NAME_LABELS_MAX
+    key_rows = math.ceil(len(names_sorted) / 3) if keyed else 0
+    with matplotlib.rc_context({**RC, "axes.titlesize": MIN_FONT_PT}):
+        fig = _figure(width, 2.9 * nrows + 0.17 * key_rows + 0.1)
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+        for ax in axes.flat[len(panels):]:
+            ax.set_axis_off()
+        for ax, name in zip(axes.flat, panels):
+            _reasoning_panel(ax, name, models, cap, corr, style)
+        if keyed:
+            handles = [Line2D([], [], color=style[m]["color"], marker=style[m]["marker"],
+                              linestyle="", markersize=4, label=f"{style[m]['tag']}  {m}")
+                       for m in names_sorted]
+            fig.legend(handles=handles, loc="outside lower center", ncol=3,
+                       handletextpad=0.3, columnspacing=1.2)
+        return _save(fig, out_pdf)
+
+
+def _minus(text: str) -> str:
+    return text.replace("-", "\u2212")
+
+
+def _reasoning_panel(ax, name, models, cap, corr, style):
+    ax.set_xlabel("capability score (%)")
+    ax.set_ylabel("ASR (%)")
+    ax.set_ylim(-4, 104)
+    if name is None:
+        ax.set_title(f"no capability scores\n{TOO_SMALL} (n = 0)")
+        return
+    bench, kind = split_capability(name)
+    title = f"{bench} {kind}".strip()
+    if len(title) > 26:
+        title = textwrap.fill(bench, 30, break_on_hyphens=False) + (f"\n{kind}" if kind else "")
+    scores = cap[cap["capability"] == name][["model", "score"] + [
+        c for c in ("ci_low", "ci_high") if c in cap]]
+    points = models.merge(scores, on="model").dropna(subset=["asr_pct", "score"])
+    points = points.sort_values("model", kind="mergesort")
+    x, y = points["score"].to_numpy(float), points["asr_pct"].to_numpy(float)
+    n = len(points)
+    if n >= 3 and np.ptp(x) > 0:
+        grid = np.linspace(x.min(), x.max(), 101)
+        fit, low, high = _ols_band(x, y, grid)
+        ax.fill_between(grid, low, high, color="#999999", alpha=0.3, linewidth=0,
+                        label="95% CI of the fit")
+        ax.plot(grid, fit, color="#444444", linewidth=1.0, label="OLS fit")
+    middle = np.median(x) if n else 0.0
+    for _, p in points.iterrows():
+        yerr = [[p["asr_pct"] - p["lo_pct"]], [p["hi_pct"] - p["asr_pct"]]]
+        xerr = None
+        if "ci_low" in p and finite(p.get("ci_low")) and finite(p.get("ci_high")):
+            xerr = [[p["score"] - p["ci_low"]], [p["ci_high"] - p["score"]]]
+        if not (finite(yerr[0][0]) and finite(yerr[1][0])):
+            yerr = None
+        st = style.get(p["model"], {**_style(0), "tag": p["model"]})
+        ax.errorbar(p["score"], p["asr_pct"], yerr=yerr, xerr=xerr, fmt=st["marker"],
+                    color=st["color"], markersize=4, elinewidth=0.7, capsize=1.5)
+        right = n > 1 and p["score"] > middle
+        ax.annotate(st["tag"], (p["score"], p["asr_pct"]), xytext=(-3 if right else 3, 2),
+                    textcoords="offset points", ha="right" if right else "left",
+                    fontsize=MIN_FONT_PT)
+    if n:
+        pad = max(2.0, 0.15 * np.ptp(x))
+        ax.set_xlim(x.min() - pad, x.max() + pad)
+    row = corr[corr["capability"] == name] if len(corr) else corr
+    rho = row["spearman_rho"].iloc[0] if len(row) else math.nan
+    n_corr = row["n_models"].iloc[0] if len(row) else n
+    if len(row) and finite(rho) and finite(n_corr) and n_corr >= 3:
+        r = row["pearson_r"].iloc[0]
+        stats_text = _minus(f"ρ = {rho:.2f}, r = " + (f"{r:.2f}" if finite(r) else "n/a")
+                            + f"\np {_fmt_p(row['spearman_p_perm'].iloc[0])}, n = {int(n_corr)}")
+    else:
+        stats_text = f"{TOO_SMALL} (n = {int(n_corr) if finite(n_corr) else n})"
+    ax.set_title(f"{title}\n{stats_text}")
+
+
+# --- ASR by relation and by category -------------------------------------------------------------
+
+def _heat(asr, level: str, column: str, canonical, out_pdf) -> Figure:
+    """ASR (%) of each model (columns, by overall ASR) per ``column`` value (rows), the value in
+    the cell, grey where no answer was judged."""
+    asr = read_frame(asr)
+    cells = asr[asr["level"] == level] if len(asr) else asr
+    models = model_order(asr) if len(asr) else []
+    rows = ordered(cells[column], canonical) if len(cells) else []
+    decimals = 1 if len(models) <= 8 else 0
+    with matplotlib.rc_context(RC):
+        fig = _figure(2.4 + 0.55 * max(len(models), 1), 1.4 + 0.26 * max(len(rows), 1))
+        ax = fig.subplots()
+        if not (models and rows):
+            _empty(ax)
+            return _save(fig, out_pdf)
+        grid = (cells.pivot_table(index=column, columns="model", values="asr",
+                                  aggfunc="first", dropna=False)
+                .reindex(index=rows, columns=models).to_numpy(float) * 100)
+        cmap = matplotlib.colormaps["cividis"].with_extremes(bad="#dddddd")
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=100, aspect="auto")
+        for i in range(len(rows)):
+            for j in range(len(models)):
+                v = grid[i, j]
+                colour = "black" if not finite(v) or _luminance(cmap(v / 100)) > 0.5 else "white"
+                ax.text(j, i, f"{v:.{decimals}f}" if finite(v) else "–", ha="center",
+                        va="center", fontsize=MIN_FONT_PT, color=colour)
+        ax.set_xticks(range(len(models)), models, rotation=40, ha="right",
+                      rotation_mode="anchor")
+        ax.set_yticks(range(len(rows)), [pretty(r) for r in rows])
+        ax.tick_params(length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+        fig.colorbar(image, ax=ax, label="ASR (%)", shrink=0.9, pad=0.02)
+        return _save(fig, out_pdf)
+
+
+def asr_heatmap(asr, out_pdf) -> Figure:
+    """ASR (%) of each model (columns, by overall ASR) on each relation type (rows), the value
+    in the cell; grey where no answer was judged."""
+    return _heat(asr, "model_relation", "relation", RELATIONS, out_pdf)
+
+
+def asr_by_category(asr, out_pdf) -> Figure:
+    """ASR (%) per risk category, one marker per model with its Wilson 95% interval. With more
+    than ``DOT_PLOT_MAX`` models the markers would crowd: the figure is then a category × model
+    heat map like ``asr_heatmap`` (intervals in the tables)."""
+    asr = read_frame(asr)
+    cells = asr[asr["level"] == "model_category"] if len(asr) else asr
+    models = model_order(asr) if len(asr) else []
+    if len(models) > DOT_PLOT_MAX:
+        return _heat(asr, "model_category", "category", CATEGORIES, out_pdf)
+    categories = ordered(cells["category"], CATEGORIES) if len(cells) else []
+    style = {m: _style(k) for k, m in enumerate(sorted(models, key=lambda m: (m.lower(), m)))}
+    legend_rows = math.ceil(len(models) / 3)
+    with matplotlib.rc_context(RC):
+        fig = _figure(TEXT_WIDTH, 1.0 + 0.32 * max(len(categories), 1) * max(1, len(models) / 5)
+                      + 0.18 * legend_rows)
+        ax = fig.subplots()
+        ax.set_xlabel("ASR (%)")
+        ax.set_xlim(-2, 102)
+        if not (models and categories):
+            _empty(ax)
+            return _save(fig, out_pdf)
+        offsets = np.linspace(-0.3, 0.3, len(models)) if len(models) > 1 else [0.0]
+        for k, model in enumerate(models):
+            rows = cells[cells["model"] == model].set_index("category")
+            ys, xs, lo, hi = [], [], [], []
+            for c, category in enumerate(categories):
+                if category not in rows.index or not finite(rows.loc[category, "asr"]):
+                    continue
+                r = rows.loc[category]
+                ys.append(c + offsets[k])
+                xs.append(r["asr"] * 100)
+                lo.append(r["asr"] * 100 - r["ci_low"] * 100)
+                hi.append(r["ci_high"] * 100 - r["asr"] * 100)
+            ax.errorbar(xs, ys, xerr=[lo, hi], fmt=style[model]["marker"], markersize=3.5,
+                        color=style[model]["color"], elinewidth=0.7, capsize=1.2, label=model)
+        ax.set_yticks(range(len(categories)), [pretty(c) for c in categories])
+        ax.set_ylim(len(categories) - 0.5, -0.5)
+        ax.grid(axis="x", color="#dddddd", linewidth=0.5)
+        ax.set_axisbelow(True)
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center",
+                   ncol=min(3, len(models)))
+        return _save(fig, out_pdf)
+
+
+# --- the kinds of safe answers -----------------------------------------------------------------
+
+def taxonomy_shares(safe_kinds, out_pdf) -> Figure:
+    """Per model, how its safe answers divide into kinds (stacked to 100%), the number of safe
+    answers in the model's label."""
+    kinds = read_frame(safe_kinds)
+    require(kinds, ["model", "safe_kind", "n"], "safe-kind table")
+    kinds = kinds[kinds["n"] > 0] if len(kinds) else kinds
+    models = sorted(kinds["model"].unique(), key=lambda m: (m.lower(), m)) if len(kinds) else []
+    order = ordered(kinds["safe_kind"], SAFE_KINDS) if len(kinds) else []
+    with matplotlib.rc_context(RC):
+        fig = _figure(TEXT_WIDTH, 1.1 + 0.28 * max(len(models), 1))
+        ax = fig.subplots()
+        ax.set_xlabel("share of the model's safe answers (%)")
+        ax.set_xlim(0, 100)
+        if not models:
+            _empty(ax, "no safe answers: " + TOO_SMALL)
+            return _save(fig, out_pdf)
+        table = kinds.pivot_table(index="model", columns="safe_kind", values="n",
+                                  aggfunc="sum", fill_value=0).reindex(
+            index=models, columns=order, fill_value=0)
+        totals = table.sum(axis=1)
+        shares = table.div(totals, axis=0) * 100
+        left = np.zeros(len(models))
+        for k, kind in enumerate(order):
+            colour = KIND_COLOURS.get(kind, PALETTE[(k + 2) % len(PALETTE)])
+            values = shares[kind].to_numpy(float)
+            ax.barh(range(len(models)), values, left=left, color=colour, height=0.7,
+                    hatch=HATCHES[k % len(HATCHES)], edgecolor="white", linewidth=0.4,
+                    label=kind)
+            for i, v in enumerate(values):
+                if v >= 10:
+                    ink = "black" if _luminance(matplotlib.colors.to_rgba(colour)) > 0.45 \
+                        else "white"
+                    ax.text(left[i] + v / 2, i, f"{v:.0f}", ha="center", va="center",
+                            fontsize=MIN_FONT_PT, color=ink,
+                            bbox={"facecolor": colour, "edgecolor": "none", "pad": 0.5})
+            left += values
+        ax.set_yticks(range(len(models)), [f"{m} (n = {int(totals[m]):,})" for m in models])
+        ax.set_ylim(len(models) - 0.5, -0.5)
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center",
+                   ncol=min(5, len(order)))
+        return _save(fig, out_pdf)
+
+
+# --- attention entropy -------------------------------------------------------------------------
+
+def entropy_safe_unsafe(comparison, layers, out_pdf) -> Figure:
+    """(a) each model's mean attention entropy of safe and of unsafe answers (with their 95%
+    intervals where the comparison table gives them), (b) the difference unsafe − safe with its
+    95% interval, (c) the per-layer profile of each model's safe and unsafe answers."""
+    comp, lay = read_frame(comparison), read_frame(layers)
+    require(comp, ["model", "n_safe", "n_unsafe", "mean_safe", "mean_unsafe", "diff",
+                   "diff_ci_low", "diff_ci_high"], "entropy comparison")
+    require(lay, ["model", "layer", "label", "mean_entropy"], "entropy layers")
+    models = sorted(set(comp["model"]) if len(comp) else set())
+    layer_models = sorted(set(lay["model"]) if len(lay) else set())
+    style = {m: _style(k) for k, m in enumerate(sorted(set(models) | set(layer_models)))}
+    label = "mean entropy (normalised, 0–1)"
+    with matplotlib.rc_context(RC):
+        top = 0.9 + 0.22 * max(len(models), 1)
+        fig = _figure(TEXT_WIDTH, top + 2.6)
+        grid = fig.add_gridspec(2, 2, height_ratios=[top, 2.3])
+        ax_mean = fig.add_subplot(grid[0, 0])
+        ax_diff = fig.add_subplot(grid[0, 1], sharey=ax_mean)
+        ax_layer = fig.add_subplot(grid[1, :])
+        ax_mean.set_title("(a) mean per answer")
+        ax_diff.set_title("(b) unsafe − safe, 95% CI")
+        ax_layer.set_title("(c) per layer")
+        ax_mean.set_xlabel("mean entropy (normalised)")
+        ax_diff.set_xlabel("difference (unsafe − safe)")
+        ax_layer.set_xlabel("layer (index)")
+        ax_layer.set_ylabel(label)
+        if models:
+            _entropy_means(ax_mean, ax_diff, comp.set_index("model"), models)
+        else:
+            _empty(ax_mean)
+            _empty(ax_diff)
+        if layer_models:
+            _entropy_layers(ax_layer, lay, layer_models, style)
+        else:
+            _empty(ax_layer)
+        return _save(fig, out_pdf)
+
+
+def _entropy_means(ax_mean, ax_diff, comp, models):
+    ys = np.arange(len(models))
+    for i, model in enumerate(models):
+        r = comp.loc[model]
+        xs = [v for v in (r["mean_safe"], r["mean_unsafe"]) if finite(v)]
+        if len(xs) == 2:
+            ax_mean.plot(xs, [i, i], color="#999999", linewidth=0.8, zorder=1)
+        for kind, colour, marker, dy in (("safe", SAFE_COLOUR, "o", -0.12),
+                                         ("unsafe", UNSAFE_COLOUR, "s", 0.12)):
+            mean = r[f"mean_{kind}"]
+            if not finite(mean):  # panel (b) says why
+                continue
+            lo, hi = r.get(f"{kind}_ci_low", math.nan), r.get(f"{kind}_ci_high", math.nan)
+            xerr = [[mean - lo], [hi - mean]] if finite(lo) and finite(hi) else None
+            ax_mean.errorbar(mean, i + dy, xerr=xerr, fmt=marker, color=colour, markersize=4,
+                             elinewidth=0.7, capsize=1.5, zorder=2)
+        d, lo, hi = r["diff"], r["diff_ci_low"], r["diff_ci_high"]
+        if finite(d):
+            xerr = [[d - lo], [hi - d]] if finite(lo) and finite(hi) else None
+            ax_diff.errorbar(d, i, xerr=xerr, fmt="D", color="black", markersize=3.5,
+                             elinewidth=0.8, capsize=1.5)
+        else:
+            _note(ax_diff, TOO_SMALL, x=0.5, y=1 - (i + 0.5) / len(models))
+    ax_diff.axvline(0, color="#999999", linewidth=0.8, linestyle="--")
+    for ax in (ax_mean, ax_diff):
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax_mean.set_yticks(ys, models)
+    ax_mean.set_ylim(len(models) - 0.5, -0.5)
+    ax_diff.tick_params(labelleft=False)
+    handles = [Line2D([], [], color=SAFE_COLOUR, marker="o", linestyle="", label="safe answers"),
+               Line2D([], [], color=UNSAFE_COLOUR, marker="s", linestyle="",
+                      label="unsafe answers")]
+    ax_mean.figure.legend(handles=handles, loc="outside upper center", ncol=2)
+
+
+def _entropy_layers(ax, lay, models, style):
+    lay = lay.sort_values(["model", "label", "layer"], kind="mergesort")
+    for model in models:
+        for kind, dash, marker in (("safe", "-", "o"), ("unsafe", "--", "s")):
+            rows = lay[(lay["model"] == model) & (lay["label"] == kind)].dropna(
+                subset=["mean_entropy"])
+            if len(rows):
+                ax.plot(rows["layer"], rows["mean_entropy"], linestyle=dash, marker=marker,
+                        markersize=3, color=style[model]["color"])
+    if not (lay["label"] == "unsafe").any():
+        _note(ax, "no unsafe answers: " + TOO_SMALL, x=0.98, y=0.05, ha="right", va="bottom")
+    layers = sorted(pd.unique(lay["layer"]))
+    if len(layers) <= 12:
+        ax.set_xticks(layers)
+    handles = [Line2D([], [], color=style[m]["color"], label=m) for m in models]
+    handles += [Line2D([], [], color="black", linestyle="-", marker="o", markersize=3,
+                       label="safe"),
+                Line2D([], [], color="black", linestyle="--", marker="s", markersize=3,
+                       label="unsafe")]
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+
+def write_figures(out_dir, asr, capability, correlation, safe_kinds, comparison, layers, *,
+                  judge: str | None = None, primary: str | None = None) -> dict:
+    """All five figures into ``out_dir`` under the names in ``FIGURE_FILES``; returns paths."""
+    out_dir = Path(out_dir)
+    paths = {k: out_dir / v for k, v in FIGURE_FILES.items()}
+    asr = read_frame(asr)
+    asr_vs_reasoning(asr, capability, correlation, paths["asr_vs_reasoning"], judge=judge,
+                     primary=primary)
+    asr_heatmap(asr, paths["asr_heatmap"])
+    asr_by_category(asr, paths["asr_by_category"])
+    taxonomy_shares(safe_kinds, paths["taxonomy_shares"])
+    entropy_safe_unsafe(comparison, layers, paths["entropy_safe_unsafe"])
+    return paths
+
+
+__all__ = ["asr_vs_reasoning", "asr_heatmap", "asr_by_category", "taxonomy_shares",
+           "entropy_safe_unsafe", "write_figures", "FIGURE_FILES", "RC", "PDF_METADATA",
+           "TEXT_WIDTH", "MIN_FONT_PT"]
