@@ -1,15 +1,15 @@
 # The two entry points of the README's quick start. Both create .venv from the pinned
-# requirements first (CPU torch; see README for GPU hosts).
+# requirements first (CPU torch; see README for GPU hosts) and install TeX Live for the paper.
 VENV  ?= .venv
 CORES ?= 2
 PY    := $(VENV)/bin/python
 
-.PHONY: run test lint bench
+.PHONY: run test lint bench tex
 
-run: $(VENV)/.installed          ## run the workflow on the embedded default (config.yaml)
+run: $(VENV)/.installed tex      ## run the workflow on the embedded default (config.yaml)
 	$(VENV)/bin/snakemake --cores $(CORES)
 
-test: $(VENV)/.installed         ## the whole test suite (unit + end-to-end workflow)
+test: $(VENV)/.installed tex     ## the whole test suite (unit + end-to-end workflow)
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
@@ -19,6 +19,9 @@ bench: $(VENV)/.installed        ## speed and memory: prepare vs a plain copy; g
 	$(PY) benchmarks/bench_prepare.py
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_judge.py
+
+tex:                             ## TeX Live and latexmk for the paper (Debian packages, once)
+	bash .ci/install-tex
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)

@@ -17,8 +17,10 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/judge.smk"
+include: "workflow/rules/entropy.smk"
 include: "workflow/rules/reasoning.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/render.smk"
 
 
 rule all:
@@ -26,4 +28,5 @@ rule all:
         dataset_manifest(),
         generation_outputs(),
         analysis_outputs(),
+        final_outputs(),
     default_target: True

@@ -123,8 +123,26 @@ def reference_kernel(query, key, allowed, image, rows, group):
     return probs, out
 
 
+@pytest.fixture(params=["fused", "explicit"])
+def reduction(request, monkeypatch):
+    """Run a test with the fused CPU kernel (asserting it never falls back) or the explicit
+    materialised-probability path."""
+    if request.param == "fused":
+        assert E.USE_FUSED, "the fused CPU kernel is missing from this torch"
+
+        def no_fallback(*args, **kwargs):
+            raise AssertionError("fell back to the explicit path")
+
+        monkeypatch.setattr(E, "_explicit_chunk", no_fallback)
+    else:
+        monkeypatch.setattr(E, "USE_FUSED", False)
+    return request.param
+
+
+@pytest.mark.parametrize("row_set", ["contiguous", "gaps"])
+@pytest.mark.parametrize("keep_probs", [False, True], ids=["reduced", "with-probs"])
 @pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
-def test_kernel_matches_full_softmax_with_gqa_and_every_mask_form(mask_kind):
+def test_kernel_matches_full_softmax_with_gqa_and_every_mask_form(mask_kind, keep_probs, row_set):
     module, query, key, value, image = kernel_case()
     batch, _, q_len, _ = query.shape
     causal = torch.tril(torch.ones(q_len, q_len, dtype=torch.bool))
@@ -136,19 +154,23 @@ def test_kernel_matches_full_softmax_with_gqa_and_every_mask_form(mask_kind):
             "float": torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
             }[mask_kind]
     rows = torch.zeros(batch, q_len, dtype=torch.bool)
-    rows[:, 3:] = True  # valid rows of both sequences
-    with E.capture_rows(rows, image, keep_probs=True, chunk_elements=16) as capture:
+    if row_set == "contiguous":
+        rows[:, 3:] = True  # valid rows of both sequences; rows 3 and 4 see part of the image
+    else:
+        rows[:, [3, 5, 8]] = True
+    with E.capture_rows(rows, image, keep_probs=keep_probs, chunk_elements=16) as capture:
         output, _ = E.entropy_attention_forward(module, query, key, value, mask, scaling=None)
     plain, _ = sdpa_attention_forward(module, query, key, value, mask)
     assert torch.equal(output, plain)  # the pass is not perturbed
     found = E._collect_rows(capture)
     probs, want = reference_kernel(query, key, allowed, image, found.positions.tolist(),
                                    module.num_key_value_groups)
-    kept = found.probs[0]
-    assert torch.allclose(kept.double(), probs[:, :, found.positions], atol=1e-6)
-    assert torch.allclose(kept.sum(-1), torch.ones(()), atol=1e-6)  # rows sum to one
-    row_allowed = allowed[:, :, found.positions].expand_as(kept)
-    assert float(kept[~row_allowed].abs().max()) == 0.0  # future and padding keys: zero mass
+    if keep_probs:
+        kept = found.probs[0]
+        assert torch.allclose(kept.double(), probs[:, :, found.positions], atol=1e-6)
+        assert torch.allclose(kept.sum(-1), torch.ones(()), atol=1e-6)  # rows sum to one
+        row_allowed = allowed[:, :, found.positions].expand_as(kept)
+        assert float(kept[~row_allowed].abs().max()) == 0.0  # future and padding keys: no mass
     for b in range(batch):
         for r, (values, n, n_img) in enumerate(want[b]):
             assert int(found.n_keys[b, r]) == n and int(found.n_image_keys[b, r]) == n_img
@@ -237,7 +259,7 @@ def test_loaded_for_text_only_and_vision_left_on_sdpa(arch):
 
 
 @pytest.mark.parametrize("padded", [False, True], ids=["single", "left-padded-batch"])
-def test_entropies_equal_eager_output_attentions(arch, padded):
+def test_entropies_equal_eager_output_attentions(arch, reduction, padded):
     _, extractor, eager, _ = arch
     if padded:
         inputs = batch_inputs(extractor, ["How are these pictures linked, step by step?",
@@ -293,7 +315,7 @@ def test_logits_equal_plain_sdpa(arch):
     assert torch.equal(ours.logits[valid], reference.logits[valid])
 
 
-def test_chunking_does_not_change_results(arch):
+def test_chunking_does_not_change_results(arch, reduction):
     _, extractor, _, _ = arch
     inputs = batch_inputs(extractor, ["How are these pictures linked?"], [2])
     rows = inputs["attention_mask"].bool()
@@ -346,7 +368,7 @@ def test_teacher_forced_input_is_the_generation_input_plus_the_response(arch, ti
         assert forced["mm_token_type_ids"][0, length:].eq(0).all()
 
 
-def test_extract_rows_and_selections(arch):
+def test_extract_rows_and_selections(arch, reduction):
     _, extractor, eager, _ = arch
     images, prompt = pictures(2), "How are these pictures linked?"
     everything = extractor.extract(images, prompt, SYSTEM, RESPONSE, "all", per_token=True)
@@ -380,8 +402,8 @@ def test_extract_rows_and_selections(arch):
 
     first = extractor.extract(images, prompt, SYSTEM, RESPONSE, "first_n", 3, per_token=True)
     assert first["tokens"] == [0, 1, 2] and first["n_tokens"] == 3
-    assert first["per_token"]["entropy_all"] == pytest.approx(
-        everything["per_token"]["entropy_all"][:3], abs=1e-6)
+    assert torch.allclose(torch.tensor(first["per_token"]["entropy_all"]),
+                          torch.tensor(everything["per_token"]["entropy_all"][:3]), atol=1e-6)
 
     answer = extractor.extract(images, prompt, SYSTEM, RESPONSE, "answer", per_token=True)
     assert answer["selection_used"] == "answer" and not answer["answer_fallback"]
@@ -424,7 +446,7 @@ GREEDY = {"do_sample": False, "max_new_tokens": 8, "temperature": None, "top_p":
 
 
 @pytest.mark.parametrize("block", [1, 3, 32])
-def test_generation_capture_matches_the_teacher_forced_pass(arch, block):
+def test_generation_capture_matches_the_teacher_forced_pass(arch, reduction, block):
     _, extractor, _, _ = arch
     images, prompt = pictures(3), "How are these pictures linked?"
     inputs = extractor.prompt_inputs(images, prompt, SYSTEM)
@@ -449,7 +471,7 @@ def test_generation_capture_matches_the_teacher_forced_pass(arch, block):
 
 
 @pytest.mark.parametrize("block", [1, 3])
-def test_generation_capture_in_a_left_padded_batch(arch, block):
+def test_generation_capture_in_a_left_padded_batch(arch, reduction, block):
     _, extractor, _, _ = arch
     prompts = ["How are these pictures linked, step by step, in detail?", "Why?"]
     inputs = batch_inputs(extractor, prompts, [3, 2])

@@ -222,8 +222,11 @@ def test_reasoning_panel_shows_statistics_and_fit(inputs, tmp_path):
                                    tmp_path / "r.pdf", judge="refusal")
     panels = [ax for ax in fig.axes if ax.axison]
     titles = [ax.get_title() for ax in panels]  # the leading score first
-    assert titles[0] == "MuirBench (published)\nρ = 0.50, r = −0.61\np = 0.200, n = 5"
-    assert titles[1] == "mir-reasoning-embedded\n(measured)\nρ = 0.80, r = −0.61\np < 0.001, n = 5"
+    assert titles[0] == "mir-reasoning-embedded\n(measured)\nρ = 0.80, r = −0.61\np < 0.001, n = 5"
+    assert titles[1] == "MuirBench (published)\nρ = 0.50, r = −0.61\np = 0.200, n = 5"
+    fig = figures.asr_vs_reasoning(inputs["asr"], inputs["capability"], inputs["correlation"],
+                                   tmp_path / "r.pdf", primary="published:MuirBench")
+    assert [ax for ax in fig.axes if ax.axison][0].get_title().startswith("MuirBench")
     words = " ".join(t.get_text() for t in texts(fig))
     for model in MODELS:
         assert model in words
@@ -253,6 +256,25 @@ def test_degenerate_inputs_draw_what_exists(case, tmp_path):
                                      data["capability"], data["manifest"],
                                      safe_kinds=data["safe_kinds"])
     assert numbers.numbers_tex(values).count(r"\newcommand") == len(values)
+
+
+def test_many_models_number_their_points_and_stay_readable(tmp_path):
+    models = [f"vendor/model_{k}-{'x' * k}" for k in range(12)]
+    data = make_inputs(tmp_path / "in", models=models)
+    fig = figures.asr_vs_reasoning(data["asr"], data["capability"], data["correlation"],
+                                   tmp_path / "r.pdf")
+    words = [t.get_text() for t in texts(fig)]
+    assert {str(k) for k in range(1, 13)} <= set(words)  # points carry numbers ...
+    for k, model in enumerate(sorted(models)):  # ... keyed below, in name order
+        assert f"{k + 1}  {model}" in words
+    heat = figures.asr_by_category(data["asr"], tmp_path / "c.pdf")  # a heat map now
+    assert heat.axes[0].images
+    for fig in (fig, heat, figures.entropy_safe_unsafe(data["comparison"], data["layers"],
+                                                       tmp_path / "e.pdf")):
+        assert fig.get_size_inches()[0] <= figures.TEXT_WIDTH + 1e-9
+        assert min(t.get_fontsize() for t in texts(fig)) >= figures.MIN_FONT_PT
+    relation = tables.asr_relation_table(data["asr"])
+    assert r"\setlength{\tabcolsep}{3pt}" in relation and ".0 &" not in relation
 
 
 def test_empty_inputs_do_not_crash(tmp_path):
@@ -328,7 +350,7 @@ def test_main_table_rows_match_the_asr_file(inputs):
 def test_relation_table_rotates_many_model_headers(tmp_path):
     data = make_inputs(tmp_path, models=[f"model_{k}" for k in range(9)])
     text = tables.asr_relation_table(data["asr"])
-    assert text.count(r"\rotatebox{60}{model\_") == 9
+    assert text.count(r"\rotatebox{90}{model\_") == 9
 
 
 # --- numbers ------------------------------------------------------------------------------------
@@ -363,15 +385,15 @@ def test_collect_numbers(inputs):
     assert values["asr_max_pct"] == pytest.approx(overall["asr"].max() * 100)
     assert values["asr_min_pct"] == pytest.approx(overall["asr"].min() * 100)
     assert values["asr_max_model"] == overall.loc[overall["asr"].idxmax(), "model"]
-    assert values["primary_capability"] == "published:MuirBench"  # MuirBench leads, by name
-    assert values["primary_rho"] == pytest.approx(0.5) and values["primary_n"] == 5
-    assert values["primary_trend"] == "is not significantly associated with"
-    measured = numbers.collect_numbers(inputs["asr"], inputs["correlation"], inputs["comparison"],
-                                       inputs["capability"], judge="refusal",
-                                       primary="measured:mir-reasoning-embedded")
-    assert measured["primary_rho"] == pytest.approx(0.8)
-    assert measured["primary_trend"] == "rises with"
-    assert measured["n_instances"] == 108 and measured["dataset"] == "n/a"  # no manifest
+    assert values["primary_capability"] == "mir-reasoning-embedded (measured)"  # by name
+    assert values["primary_rho"] == pytest.approx(0.8) and values["primary_n"] == 5
+    assert values["primary_trend"] == "rises with"
+    other = numbers.collect_numbers(inputs["asr"], inputs["correlation"], inputs["comparison"],
+                                    inputs["capability"], judge="refusal",
+                                    primary="published:MuirBench")
+    assert other["primary_rho"] == pytest.approx(0.5)
+    assert other["primary_trend"] == "is not significantly associated with"
+    assert other["n_instances"] == 108 and other["dataset"] == "n/a"  # no manifest
     assert values["entropy_n_lower"] == 4 and values["entropy_n_compared"] == 5
     assert values["entropy_lower_share_pct"] == pytest.approx(80.0)
     shares = sum(values[f"safe_{k}_pct"] for k in KINDS)
@@ -384,10 +406,12 @@ def test_collect_numbers(inputs):
 
 def test_primary_capability_is_chosen_by_name():
     assert primary_capability(["published:BLINK", "published:MuirBench",
-                               "measured:mir-reasoning-embedded"]) == "published:MuirBench"
-    assert primary_capability(["published:BLINK", "measured:x"]) == "measured:x"
-    assert primary_capability(["published:MuirBench", "measured:muirbench"]) == \
-        "measured:muirbench"
+                               "measured:mir-reasoning-embedded"]) == \
+        "measured:mir-reasoning-embedded"  # the measured score, as the analysis stage
+    assert primary_capability(["published:BLINK", "published:MuirBench"]) == \
+        "published:MuirBench"
+    assert primary_capability(["measured:a", "measured:muirbench"]) == "measured:muirbench"
+    assert primary_capability(["published:BLINK", "published:MMIU"]) == "published:BLINK"
     with pytest.raises(ValueError):
         primary_capability(["a"], preferred="b")
 
@@ -419,6 +443,14 @@ def test_missing_generated_file_is_named(inputs, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"tables/correlation\.tex"):
         paper.build_paper(REPO / "paper", out, tmp_path / "paper" / "main.pdf")
     assert not (tmp_path / "paper" / "main.pdf").exists()
+
+
+def test_missing_latexmk_is_named(inputs, tmp_path):
+    out = tmp_path / "generated"
+    render_all(inputs, out)
+    with pytest.raises(FileNotFoundError, match="latexmk not found.*install-tex"):
+        paper.build_paper(REPO / "paper", out, tmp_path / "main.pdf",
+                          latexmk=str(tmp_path / "no-such-latexmk"))
 
 
 def test_required_files_are_those_main_tex_reads():

@@ -21,6 +21,17 @@ config.update(
 )
 
 DATASET = config["dataset"]["name"]
+
+# What the render stage writes; paper/main.tex reads exactly these (mirsafety.render.paper.REQUIRED).
+FIGURES = {
+    name: f"results/figures/{name}.pdf"
+    for name in ("asr_vs_reasoning", "asr_heatmap", "asr_by_category", "taxonomy_shares",
+                 "entropy_safe_unsafe")
+}
+TABLES = {
+    name: f"results/tables/{name}.tex"
+    for name in ("asr_main", "asr_relation", "correlation", "entropy", "numbers")
+}
 SAMPLE_SNAPSHOT = "results/raw/sample"
 HUB_SNAPSHOT = "results/raw/mir"
 
@@ -127,11 +138,11 @@ def judge_inputs(wildcards):
     return inputs
 
 
-def judgment_outputs(judge, kind="judgments"):
-    """Every shard of every model, as judged by ``judge``."""
+def judgment_outputs(judge, kind="judgments", models=None):
+    """Every shard of every model (or of ``models``), as judged by ``judge``."""
     return [
         path
-        for model in config["models"]
+        for model in (config["models"] if models is None else models)
         for path in expand(getattr(rules.judge.output, kind), judge=judge, model=model,
                            shard=shard_names(model))
     ]
@@ -212,3 +223,66 @@ def primary_capability():
         return config["analysis"]["primary_capability"]
     name = yaml.safe_load(Path(config["reasoning"]["spec"]).read_text())["name"]
     return f"measured:{name}"
+
+
+def taxonomy_judge():
+    """The judge whose safe answers carry kinds (the first llm judge), else the primary judge."""
+    return next((j for j, spec in config["judges"].items() if spec["kind"] == "llm"),
+                primary_judge())
+
+
+def render_inputs(wildcards):
+    judge = primary_judge()
+    return {
+        "asr": rules.asr.output.asr.format(judge=judge),
+        "safe_kinds": rules.asr.output.safe_kinds.format(judge=taxonomy_judge()),
+        "capability": rules.capability.output.table,
+        "correlation": rules.correlation.output.table.format(judge=judge),
+        "manifest": dataset_manifest(),
+        **entropy_render_inputs(judge),
+    }
+
+
+def entropy_models():
+    """Models whose answers get an entropy pass: those named in entropy.models, else every
+    model with local weights (an API or imported model has none to run)."""
+    chosen = config["entropy"]["models"]
+    if chosen is None:
+        return [m for m, spec in config["models"].items() if spec["backend"] == "transformers"]
+    unknown = sorted(set(chosen) - set(config["models"]))
+    if unknown:
+        raise ValueError(f"entropy.models names unregistered model(s): {', '.join(unknown)}")
+    return list(chosen)
+
+
+def entropy_inputs(wildcards):
+    inputs = {
+        "generations": rules.generate.output.shard.format(**wildcards),
+        "instances": str(Path(dataset_dir(), "instances.jsonl")),
+    }
+    weights = config["models"][wildcards.model].get("weights", {})
+    if "tiny" in weights:
+        inputs["weights"] = rules.build_tiny_model.output.config.format(tiny=weights["tiny"])
+    return inputs
+
+
+def entropy_outputs():
+    return [
+        path
+        for model in entropy_models()
+        for path in expand(rules.entropy.output.entropy, model=model, shard=shard_names(model))
+    ]
+
+
+def entropy_render_inputs(judge):
+    return {
+        "comparison": rules.entropy_compare.output.comparison.format(judge=judge),
+        "layers": rules.entropy_compare.output.layers.format(judge=judge),
+    }
+
+
+def final_outputs():
+    """The figures, tables and compiled paper (the study's end products)."""
+    if not config["models"] or not config["judges"]:
+        return []
+    return [*FIGURES.values(), *TABLES.values(), rules.paper.output.pdf]

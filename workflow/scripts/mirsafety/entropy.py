@@ -115,6 +115,7 @@ class _Pending:
     lengths: list = field(default_factory=list)  # keys visible to a row whose mask is None
     key: torch.Tensor | None = None  # the layer's keys at its latest call
     scaling: float | None = None
+    every_step: bool = False
 
 
 @dataclass
@@ -134,7 +135,7 @@ class _Capture:
     layers: frozenset | None = None
     chunk_elements: int = CHUNK_ELEMENTS
     keep_probs: bool = False
-    block: int = 32
+    block: int = 64
     # layer -> list of (row positions (r,), {quantity: (B, r)}, n_keys (B, r), n_img (B, r))
     records: dict = field(default_factory=dict)
     probs: dict = field(default_factory=dict)  # layer -> list of (B, H, r, K), tests only
@@ -354,9 +355,10 @@ def _reduce_rows(query, key, rows, spec, *, scaling, image_columns,
             columns = held = None
     fused = (USE_FUSED and query.device.type == "cpu" and position_bias is None
              and not keep_probs)
-    step = max(1, chunk_elements // max(1, batch * heads * k_len))
-    if fused:  # the kernel holds no score matrix: chunk by the masks' size only
-        step = max(step * heads // group, 256)
+    # Explicit: a chunk's scores (B, H, c, K) hold chunk_elements numbers. Fused: no score
+    # matrix is held, only a mask of (B, group * c, K) where one is needed.
+    per_row = batch * (group if fused else heads) * k_len
+    step = max(1, chunk_elements // max(1, per_row))
     outputs = {name: [] for name in QUANTITIES}
     n_keys, n_img, kept = [], [], []
     for start in range(0, n_rows, step):
@@ -403,25 +405,29 @@ def _causal(module, is_causal, q_len) -> bool:
 
 
 def _defer(capture: _Capture, module, layer, query, key, attention_mask, scaling, is_causal):
-    """Keep this call's last query row (a generation step) for a later, batched reduction."""
+    """Keep this call's last query row (a generation step) for a later, batched reduction.
+
+    Kept lean: it runs once per layer and decode step."""
     state = capture.pending.get(layer)
     if state is None:
         state = capture.pending[layer] = _Pending()
-    q_len = query.shape[2]
-    row = query[:, :, -1:]
-    if attention_mask is None:
-        mask, length = None, (q_len if _causal(module, is_causal, q_len) else key.shape[2])
-    else:
-        mask, length = attention_mask[..., -1:, :], key.shape[2]
-    if q_len > 1:  # the prefill: do not keep its whole query and mask alive
-        row = row.clone()
-        mask = None if mask is None else mask.clone()
-    state.queries.append(row)
-    state.masks.append(mask)
-    state.lengths.append(length)
+        # A sliding-window cache drops old keys: reduce at once, while the keys line up.
+        state.every_step = bool(getattr(module, "sliding_window", None))
+    q_len, k_len = query.shape[2], key.shape[2]
+    if q_len == 1:  # a decode step: the query is the row, the mask (if any) its row
+        state.queries.append(query)
+        state.masks.append(attention_mask)
+        state.lengths.append(k_len)
+    else:  # the prefill: keep copies of its last row, not its whole query and mask
+        state.queries.append(query[:, :, -1:].clone())
+        if attention_mask is None:
+            state.masks.append(None)
+            state.lengths.append(q_len if _causal(module, is_causal, q_len) else k_len)
+        else:
+            state.masks.append(attention_mask[..., -1:, :].clone())
+            state.lengths.append(k_len)
     state.key, state.scaling = key, scaling
-    # A sliding-window cache drops old keys: reduce at once while the keys still line up.
-    if len(state.queries) >= capture.block or getattr(module, "sliding_window", None):
+    if len(state.queries) >= capture.block or state.every_step:
         _flush(capture, layer, state)
 
 
@@ -665,7 +671,7 @@ class _GenerationCapture:
 
 @contextlib.contextmanager
 def capture_generation(model, inputs: dict, image_token_id=None, *, layers=None,
-                       chunk_elements=CHUNK_ELEMENTS, block: int = 32):
+                       chunk_elements=CHUNK_ELEMENTS, block: int = 64):
     """Within this block, every forward call of ``model`` contributes its last query row (a
     generation's prefill, then each decode step). ``.result()`` after the block gives the
     :class:`GenerationEntropy`. Wrap exactly one ``model.generate(**inputs, ...)`` call.
@@ -690,7 +696,7 @@ def capture_generation(model, inputs: dict, image_token_id=None, *, layers=None,
 
 
 def generate_with_entropy(model, inputs: dict, *, image_token_id=None, layers=None,
-                          block: int = 32, **generate_kwargs):
+                          block: int = 64, **generate_kwargs):
     """``model.generate(**inputs, **generate_kwargs)`` recording the entropies of the row that
     produced each generated token. Returns (output ids, GenerationEntropy)."""
     with capture_generation(model, inputs, image_token_id, layers=layers,

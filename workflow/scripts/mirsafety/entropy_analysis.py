@@ -90,3 +90,25 @@ def layer_profile(frame: pd.DataFrame, layer_metric: str) -> pd.DataFrame:
             rows.append({"model": model, "layer": layer, "label": label,
                          "mean_entropy": value, "n": len(group)})
     return pd.DataFrame(rows)
+
+
+COMPARISON_COLUMNS = ["model", "n_safe", "n_unsafe", "mean_safe", "mean_unsafe", "diff",
+                      "diff_ci_low", "diff_ci_high", "mwu_u", "mwu_p", "cliffs_delta"]
+LAYER_COLUMNS = ["model", "layer", "label", "mean_entropy", "n"]
+
+
+def write_comparison(entropy_paths, judgment_paths, metric: str, comparison_path, layers_path,
+                     mixed_path) -> None:
+    """All three tables; empty (with their headers) when no model had an entropy pass."""
+    if not entropy_paths:
+        pd.DataFrame(columns=COMPARISON_COLUMNS).to_csv(comparison_path, index=False)
+        pd.DataFrame(columns=LAYER_COLUMNS).to_csv(layers_path, index=False)
+        mixed_model(pd.DataFrame(columns=["model", "unsafe", "entropy"])).to_csv(mixed_path,
+                                                                                 index=False)
+        return
+    frame = load_entropy(entropy_paths, judgment_paths, f"entropy_{metric}_mean")
+    comparison_table(frame).reindex(columns=COMPARISON_COLUMNS).to_csv(
+        comparison_path, index=False, float_format="%.8g")
+    layer_profile(frame, f"entropy_{metric}").to_csv(layers_path, index=False,
+                                                     float_format="%.8g")
+    mixed_model(frame).to_csv(mixed_path, index=False, float_format="%.8g")

@@ -101,18 +101,19 @@ def finite(x) -> bool:
 
 
 def primary_capability(names, preferred: str | None = None) -> str | None:
-    """The capability the text leads with, chosen by name, never by result: ``preferred`` when
-    given (it must exist); else MuirBench (paper-facts.md: our default primary score), measured
-    before published; else the first measured score; else the first published; else the first
+    """The capability the text and the first figure panel lead with, chosen by name, never by
+    result: ``preferred`` when given (it must exist; the rules pass
+    ``config["analysis"]["primary_capability"]``, i.e. common.smk's ``primary_capability()``);
+    else as the analysis stage does, the measured score (MuirBench first if measured), then
+    published MuirBench (paper-facts.md's default benchmark), then other published scores, by
     name. None when there is no capability at all."""
     names = sorted({str(n) for n in names if isinstance(n, str)})
     if preferred is not None:
         if preferred not in names:
             raise ValueError(f"primary capability {preferred!r} is not among {names}")
         return preferred
-    ranked = sorted(names, key=lambda n: (
-        "muirbench" not in n.lower(), not n.startswith("measured:"),
-        not n.startswith("published:"), n))
+    ranked = sorted(names, key=lambda n: (not n.startswith("measured:"),
+                                          "muirbench" not in n.lower(), n))
     return ranked[0] if ranked else None
 
 

@@ -122,8 +122,9 @@ def asr_vs_reasoning(asr, capability, correlation, out_pdf, *, judge: str | None
     score (%, with its interval where known); the OLS line with its 95% confidence band
     (classical, refitted on the plotted points); above the panel the correlation row's Spearman
     ρ, Pearson r, the permutation p of ρ and n. The leading score (``primary``, default
-    ``primary_capability``'s choice) is the first panel, the others follow by name. Points carry the model's name; with more than
-    ``NAME_LABELS_MAX`` models they carry a number, keyed (with the marker) below the panels."""
+    ``primary_capability``'s choice) is the first panel, the others follow by name. Points carry
+    the model's name; with more than ``NAME_LABELS_MAX`` models they carry a number, keyed (with
+    the marker) below the panels."""
     asr, cap = read_frame(asr), read_frame(capability)
     corr = select_judge(read_frame(correlation), judge)
     require(cap, ["model", "capability", "score"], "capability table")
@@ -420,24 +421,46 @@ def _entropy_means(ax_mean, ax_diff, comp, models):
 
 
 def _entropy_layers(ax, lay, models, style):
+    """Per-model profiles coloured by model; with more than ``NAME_LABELS_MAX`` models, thin
+    profiles coloured by label and the mean over models per layer in bold."""
     lay = lay.sort_values(["model", "label", "layer"], kind="mergesort")
+    many = len(models) > NAME_LABELS_MAX
     for model in models:
         for kind, dash, marker in (("safe", "-", "o"), ("unsafe", "--", "s")):
             rows = lay[(lay["model"] == model) & (lay["label"] == kind)].dropna(
                 subset=["mean_entropy"])
-            if len(rows):
+            if not len(rows):
+                continue
+            if many:
+                ax.plot(rows["layer"], rows["mean_entropy"], linestyle=dash, linewidth=0.6,
+                        alpha=0.45, color=SAFE_COLOUR if kind == "safe" else UNSAFE_COLOUR)
+            else:
                 ax.plot(rows["layer"], rows["mean_entropy"], linestyle=dash, marker=marker,
                         markersize=3, color=style[model]["color"])
+    if many:
+        for kind, dash, colour in (("safe", "-", SAFE_COLOUR), ("unsafe", "--", UNSAFE_COLOUR)):
+            rows = lay[lay["label"] == kind].dropna(subset=["mean_entropy"])
+            if len(rows):
+                mean = rows.groupby("layer")["mean_entropy"].mean()
+                ax.plot(mean.index, mean.to_numpy(), linestyle=dash, linewidth=2.0, color=colour)
     if not (lay["label"] == "unsafe").any():
         _note(ax, "no unsafe answers: " + TOO_SMALL, x=0.98, y=0.05, ha="right", va="bottom")
     layers = sorted(pd.unique(lay["layer"]))
     if len(layers) <= 12:
         ax.set_xticks(layers)
-    handles = [Line2D([], [], color=style[m]["color"], label=m) for m in models]
-    handles += [Line2D([], [], color="black", linestyle="-", marker="o", markersize=3,
-                       label="safe"),
-                Line2D([], [], color="black", linestyle="--", marker="s", markersize=3,
-                       label="unsafe")]
+    if many:
+        handles = [Line2D([], [], color=SAFE_COLOUR, linewidth=0.6, label="safe, per model"),
+                   Line2D([], [], color=UNSAFE_COLOUR, linewidth=0.6, linestyle="--",
+                          label="unsafe, per model"),
+                   Line2D([], [], color=SAFE_COLOUR, linewidth=2.0, label="safe, mean"),
+                   Line2D([], [], color=UNSAFE_COLOUR, linewidth=2.0, linestyle="--",
+                          label="unsafe, mean")]
+    else:
+        handles = [Line2D([], [], color=style[m]["color"], label=m) for m in models]
+        handles += [Line2D([], [], color="black", linestyle="-", marker="o", markersize=3,
+                           label="safe"),
+                    Line2D([], [], color="black", linestyle="--", marker="s", markersize=3,
+                           label="unsafe")]
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 

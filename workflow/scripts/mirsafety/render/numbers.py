@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import (RELATIONS, CATEGORIES, finite, model_level, ordered, pretty, primary_capability,
-               read_frame, select_judge)
+from . import (RELATIONS, CATEGORIES, finite, model_level, pretty, primary_capability,
+               read_frame, select_judge, split_capability)
 from .tables import Latex, fmt_float, fmt_int, latex_escape
 
 NA = "n/a"
@@ -196,7 +196,7 @@ def collect_numbers(asr, correlation, entropy_comparison, capability, manifest=N
     # capability and the correlation
     names = list(corr["capability"]) if len(corr) else list(cap.get("capability", []))
     chosen = primary_capability(names, primary) if names else None
-    values["primary_capability"] = chosen or NA
+    values["primary_capability"] = " ".join(split_capability(chosen)).strip() if chosen else NA
     values["n_capabilities"] = int(corr["capability"].nunique()) if len(corr) else 0
     row = (corr[corr["capability"] == chosen].iloc[0]
            if chosen is not None and len(corr) and (corr["capability"] == chosen).any() else None)

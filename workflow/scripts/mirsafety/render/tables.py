@@ -119,7 +119,7 @@ def tabular(header, rows, align: str, *, rule_before=(), space_before=(),
 
 def _header_model(name: str, rotate: bool) -> Latex:
     text = latex_escape(name)
-    return Latex(rf"\rotatebox{{60}}{{{text}}}" if rotate else text)
+    return Latex(rf"\rotatebox{{90}}{{{text}}}" if rotate else text)
 
 
 # --- the tables -------------------------------------------------------------------------------
@@ -136,30 +136,33 @@ def asr_main_table(asr) -> str:
     return tabular(["Model", "ASR (%)", "95% CI (%)", "Unsafe", "Judged", "Errors"], rows, "lrcrrr")
 
 
-def asr_relation_table(asr, *, rotate_above: int = 6) -> str:
+def asr_relation_table(asr, *, rotate_above: int = 6, compact_above: int = 8) -> str:
     """Relation rows × model columns of ASR (%), the relation's instance count, and a last row
-    with each model's overall ASR. Model headers are rotated above ``rotate_above`` models."""
+    with each model's overall ASR. Above ``rotate_above`` models the model headers stand
+    upright; above ``compact_above`` the values lose their decimal and the columns close up."""
     asr = read_frame(asr)
     require(asr, ["level", "model", "relation", "asr", "n_judged", "n_error"], "asr table")
     models = model_order(asr) if not asr.empty else []
     cells = asr[asr["level"] == "model_relation"] if not asr.empty else asr
-    rotate = len(models) > rotate_above
+    rotate, compact = len(models) > rotate_above, len(models) > compact_above
+    pct = (lambda x: fmt_float(x, 0)) if compact else fmt_pct
     header = ["Relation", Latex(r"$n$")] + [_header_model(m, rotate) for m in models]
     rows = []
     for relation in ordered(cells["relation"] if len(cells) else [], RELATIONS):
         here = cells[cells["relation"] == relation].set_index("model")
         n = (here["n_judged"] + here["n_error"]).max() if len(here) else math.nan
         rows.append([pretty(relation), fmt_int(n)] + [
-            fmt_pct(here.loc[m, "asr"] * 100) if m in here.index else Latex(MISSING)
+            pct(here.loc[m, "asr"] * 100) if m in here.index else Latex(MISSING)
             for m in models])
     overall = model_level(asr).set_index("model") if not asr.empty else pd.DataFrame()
     if len(overall):
         n = (overall["n_judged"] + overall["n_error"]).max()
         rows.append(["All relations", fmt_int(n)] + [
-            fmt_pct(overall.loc[m, "asr_pct"]) if m in overall.index else Latex(MISSING)
+            pct(overall.loc[m, "asr_pct"]) if m in overall.index else Latex(MISSING)
             for m in models])
     return tabular(header, rows, "lr" + "r" * len(models),
-                   rule_before={len(rows) - 1} if len(overall) and len(rows) > 1 else ())
+                   rule_before={len(rows) - 1} if len(overall) and len(rows) > 1 else (),
+                   colsep_pt=3 if compact else None)
 
 
 CORRELATION_COLUMNS = ["capability", "n_models", "spearman_rho", "spearman_ci_low",
