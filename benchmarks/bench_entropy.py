@@ -16,11 +16,14 @@ Passes, each ``model(**inputs, use_cache=False, logits_to_keep=1)`` on the same 
             entropy computed from returned attention maps needs at least; the entropies
             themselves not even computed);
   sdpa   -- the plain model (SDPA), no entropies.
-Each (pass, L) is measured in R fresh spawned processes: load, one warm-up call, one timed call
-(default malloc), then ``mallopt(M_MMAP_THRESHOLD, 64 KiB)`` + ``malloc_trim`` so large buffers
-come from mmap and go back to the OS at free, the peak RSS reset (``/proc/self/clear_refs`` 5),
-and one more call: extra peak = VmHWM during that call - VmRSS just before it (the loaded model,
-inputs and warm allocator excluded). Medians over R are reported.
+Each (pass, L) is measured in R fresh spawned processes: load, one warm-up call, C timed calls
+(default malloc; the median), then ``mallopt(M_MMAP_THRESHOLD, 64 KiB)`` + ``malloc_trim`` so
+large buffers come from mmap and go back to the OS at free, the peak RSS reset
+(``/proc/self/clear_refs`` 5), and one more call: extra peak = VmHWM during that call - VmRSS
+just before it (the loaded model, inputs and warm allocator excluded). Medians over R are
+reported. Time is the process's CPU time with one torch thread (``--threads``): on a shared
+machine wall time swings with other jobs' load, CPU time of a single thread much less; the
+wall-clock ratio is printed beside it.
 
 Generation: a prompt of ``--gen-prompt`` tokens (3 images + text), greedy, exactly
 ``--gen-tokens`` new tokens (min = max new tokens), with the plain SDPA model vs
@@ -29,7 +32,8 @@ are loaded and the two alternate ``--gen-rounds`` times after a warm-up; overhea
 capture time / median plain time - 1 per process, then the median over R processes.
 
 Run: .venv/bin/python benchmarks/bench_entropy.py [--lengths 512 1024 2048 4096] [--repeats R]
-     [--variant s|wide] [--threads T] [--gen-tokens N] [--gen-prompt P] [--gen-rounds K]
+     [--variant s|wide] [--threads T] [--calls C] [--gen-tokens N] [--gen-prompt P]
+     [--gen-rounds K] [--response-fraction F]
 """
 
 import argparse
@@ -121,17 +125,20 @@ def _rss(field):
     raise RuntimeError(field)
 
 
-def _measure_call(call):
-    """(seconds of a warm call, extra peak bytes of another call)."""
+def _measure_call(call, calls):
+    """(median CPU s, median wall s over ``calls`` warm calls, extra peak bytes of one more)."""
     import ctypes
     import gc
     import time
 
     call()  # warm-up
     gc.collect()
-    start = time.perf_counter()
-    call()
-    seconds = time.perf_counter() - start
+    cpu, wall = [], []
+    for _ in range(calls):
+        start, start_wall = time.process_time(), time.perf_counter()
+        call()
+        cpu.append(time.process_time() - start)
+        wall.append(time.perf_counter() - start_wall)
     libc = ctypes.CDLL("libc.so.6")
     libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
     gc.collect()
@@ -139,11 +146,11 @@ def _measure_call(call):
     Path("/proc/self/clear_refs").write_text("5")
     base = _rss("VmRSS")
     call()
-    return seconds, _rss("VmHWM") - base
+    return statistics.median(cpu), statistics.median(wall), _rss("VmHWM") - base
 
 
-def pass_child(model_dir, kind, length, response_fraction, threads):
-    """One measurement of one pass in a fresh process: (seconds, extra peak bytes, n rows)."""
+def pass_child(model_dir, kind, length, response_fraction, threads, calls):
+    """One measurement of one pass in a fresh process: (CPU s, wall s, extra peak bytes, rows)."""
     import torch
     from mirsafety import entropy as E
     from transformers import AutoModelForImageTextToText
@@ -174,12 +181,13 @@ def pass_child(model_dir, kind, length, response_fraction, threads):
                             output_attentions=kind == "eager")
             if kind == "eager":
                 assert out.attentions is not None and len(out.attentions) > 0
-    seconds, extra = _measure_call(call)
-    return seconds, extra, int(rows.sum())
+    cpu, wall, extra = _measure_call(call, calls)
+    return cpu, wall, extra, int(rows.sum())
 
 
 def generation_child(model_dir, prompt_tokens, new_tokens, rounds, threads):
-    """(median plain s, median capture s, steps recorded) with both models in one process."""
+    """(median plain, median capture CPU s; the same in wall s; steps recorded), both models
+    in one process."""
     import time
 
     import torch
@@ -211,13 +219,15 @@ def generation_child(model_dir, prompt_tokens, new_tokens, rounds, threads):
         return output
 
     assert torch.equal(run_plain(), run_capture())  # warm-up; same tokens
-    times = {"plain": [], "capture": []}
+    cpu, wall = {"plain": [], "capture": []}, {"plain": [], "capture": []}
     for _ in range(rounds):
         for name, run in (("plain", run_plain), ("capture", run_capture)):
-            start = time.perf_counter()
+            start, start_wall = time.process_time(), time.perf_counter()
             run()
-            times[name].append(time.perf_counter() - start)
-    return statistics.median(times["plain"]), statistics.median(times["capture"]), steps[-1]
+            cpu[name].append(time.process_time() - start)
+            wall[name].append(time.perf_counter() - start_wall)
+    m = statistics.median
+    return (m(cpu["plain"]), m(cpu["capture"]), m(wall["plain"]), m(wall["capture"]), steps[-1])
 
 
 def fresh(function, *args):
@@ -233,7 +243,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per measurement")
     parser.add_argument("--variant", choices=["s", "wide"], default="s")
     parser.add_argument("--response-fraction", type=float, default=0.25)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: process CPU time is then a faithful clock)")
+    parser.add_argument("--calls", type=int, default=5, help="timed calls per process (median)")
     parser.add_argument("--gen-prompt", type=int, default=512)
     parser.add_argument("--gen-tokens", type=int, default=128)
     parser.add_argument("--gen-rounds", type=int, default=5)
@@ -246,9 +258,9 @@ def main():
             for kind in ("ours", "eager", "sdpa"):
                 print(f"L={length} {kind} ...", file=sys.stderr)
                 runs = [fresh(pass_child, model_dir, kind, length, options.response_fraction,
-                              options.threads) for _ in range(options.repeats)]
-                found[kind] = (statistics.median(r[0] for r in runs),
-                               statistics.median(r[1] for r in runs), runs[0][2])
+                              options.threads, options.calls) for _ in range(options.repeats)]
+                found[kind] = [statistics.median(r[i] for r in runs) for i in range(3)]
+                found[kind].append(runs[0][3])
             rows.append((length, found))
         print("generation ...", file=sys.stderr)
         generation = [fresh(generation_child, model_dir, options.gen_prompt, options.gen_tokens,
@@ -264,25 +276,32 @@ def main():
           f"batch 1; response rows = last {options.response_fraction:.0%} of the sequence; "
           f"median of {options.repeats} fresh process(es)\n")
     print("| L | rows reduced | ours ms | eager ms | sdpa ms | ours / sdpa time "
-          "| ours extra peak MiB | eager extra peak MiB | sdpa extra peak MiB "
-          "| eager / ours extra peak |")
-    print("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+          "| (same, wall clock) | ours extra peak MiB | eager extra peak MiB "
+          "| sdpa extra peak MiB | eager / ours extra peak |")
+    print("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for length, found in rows:
         ours, eager, sdpa = found["ours"], found["eager"], found["sdpa"]
-        print(f"| {length} | {ours[2]} | {1000 * ours[0]:.1f} | {1000 * eager[0]:.1f} | "
-              f"{1000 * sdpa[0]:.1f} | {ours[0] / sdpa[0]:.2f}x | {ours[1] / MIB:.1f} | "
-              f"{eager[1] / MIB:.1f} | {sdpa[1] / MIB:.1f} | {eager[1] / max(ours[1], 1):.1f}x |")
+        print(f"| {length} | {ours[3]} | {1000 * ours[0]:.1f} | {1000 * eager[0]:.1f} | "
+              f"{1000 * sdpa[0]:.1f} | {ours[0] / sdpa[0]:.2f}x | {ours[1] / sdpa[1]:.2f}x | "
+              f"{ours[2] / MIB:.1f} | {eager[2] / MIB:.1f} | {sdpa[2] / MIB:.1f} | "
+              f"{eager[2] / max(ours[2], 1):.1f}x |")
+    print("\nTimes are process CPU time (one torch thread), the median of "
+          f"{options.calls} warm calls per process; the wall-clock ratio beside it.")
 
-    overheads = [capture / plain - 1 for plain, capture, _ in generation]
+    overheads = [capture / plain - 1 for plain, capture, *_ in generation]
     print(f"\nIn-generation capture: prompt {options.gen_prompt} tokens (3 images + text), "
           f"{options.gen_tokens} new tokens, greedy; {options.gen_rounds} alternating rounds per "
-          f"process after a warm-up, {options.repeats} process(es)\n")
-    print("| process | plain generate s | generate_with_entropy s | overhead |")
-    print("|--:|--:|--:|--:|")
-    for k, (plain, capture, steps) in enumerate(generation, 1):
-        print(f"| {k} | {plain:.3f} | {capture:.3f} | {100 * (capture / plain - 1):+.1f}% |")
-    print(f"| median | | | {100 * statistics.median(overheads):+.1f}% |")
-    print(f"\n({generation[0][2]} rows recorded per generation: one per new token.)")
+          f"process after a warm-up (median), {options.repeats} process(es)\n")
+    print("| process | plain generate ms | generate_with_entropy ms | overhead | overhead "
+          "(wall clock) | overhead per token |")
+    print("|--:|--:|--:|--:|--:|--:|")
+    for k, (plain, capture, plain_wall, capture_wall, steps) in enumerate(generation, 1):
+        print(f"| {k} | {1000 * plain:.1f} | {1000 * capture:.1f} | "
+              f"{100 * (capture / plain - 1):+.1f}% | "
+              f"{100 * (capture_wall / plain_wall - 1):+.1f}% "
+              f"| {1e6 * (capture - plain) / steps:.0f} us |")
+    print(f"| median | | | {100 * statistics.median(overheads):+.1f}% | | |")
+    print(f"\n({generation[0][4]} rows recorded per generation: one per new token.)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 from conftest import registry_entry
 from mirsafety import entropy as E
 from mirsafety.backends.base import Request
-from mirsafety.backends.hf import TransformersBackend
+from mirsafety.backends.hf import TransformersBackend, chat_messages
 from mirsafety.sample import draw_scene
 from PIL import Image
 from transformers import AutoModelForImageTextToText
@@ -150,9 +150,9 @@ def test_kernel_matches_full_softmax_with_gqa_and_every_mask_form(mask_kind, kee
     if mask_kind != "none":
         padding[1, :3] = False  # left padding of the second sequence
     allowed = (causal[None] & padding[:, None, :])[:, None]  # (B, 1, Q, K)
+    lowest = torch.finfo(torch.float32).min
     mask = {"none": None, "bool": allowed,
-            "float": torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
-            }[mask_kind]
+            "float": torch.zeros(allowed.shape).masked_fill(~allowed, lowest)}[mask_kind]
     rows = torch.zeros(batch, q_len, dtype=torch.bool)
     if row_set == "contiguous":
         rows[:, 3:] = True  # valid rows of both sequences; rows 3 and 4 see part of the image
@@ -189,7 +189,8 @@ def test_kernel_groups_query_heads_over_the_right_kv_head():
     right, _ = reference_kernel(query, key, causal[None, None].expand(2, 1, 9, 9), image,
                                 [], module.num_key_value_groups)
     wrong_key = key[:, [0, 1, 0, 1]]  # interleaved instead of repeated
-    wrong, _ = reference_kernel(query, wrong_key, causal[None, None].expand(2, 1, 9, 9), image, [], 1)
+    wrong, _ = reference_kernel(query, wrong_key, causal[None, None].expand(2, 1, 9, 9), image,
+                                [], 1)
     assert torch.allclose(kept.double(), right, atol=1e-6)
     assert not torch.allclose(kept.double(), wrong, atol=1e-3)
 
@@ -244,7 +245,6 @@ def batch_inputs(extractor, prompts, image_counts):
     texts, images = [], []
     for k, (prompt, count) in enumerate(zip(prompts, image_counts)):
         request = Request(f"x/{k}", prompt, pictures(count, seed=k), SYSTEM)
-        from mirsafety.backends.hf import chat_messages
         texts.append(processor.apply_chat_template(chat_messages(request),
                                                    add_generation_prompt=True, tokenize=False))
         images.append(request.images)
@@ -497,3 +497,19 @@ def test_capture_refuses_a_model_without_the_entropy_attention(arch):
     inputs = extractor.prompt_inputs(pictures(2), "Why?", None)
     with pytest.raises(RuntimeError, match="enable_entropy_attention"):
         E.generate_with_entropy(plain, inputs, max_new_tokens=2)
+
+
+def test_enable_on_a_loaded_model_gives_the_same_entropies(arch, tiny_models):
+    name, extractor, _, _ = arch
+    model = sharpen(AutoModelForImageTextToText.from_pretrained(
+        tiny_models[name], dtype=torch.float32).eval())  # the library's default attention
+    E.enable_entropy_attention(model)
+    assert model.config.get_text_config()._attn_implementation == E.NAME
+    assert model.config.vision_config._attn_implementation == "sdpa"
+    inputs = extractor.prompt_inputs(pictures(2), "How are these pictures linked?", SYSTEM)
+    with torch.inference_mode():
+        output, captured = E.generate_with_entropy(model, inputs, **GREEDY)
+        again, reference = E.generate_with_entropy(extractor.model, inputs, **GREEDY)
+    assert torch.equal(output, again)
+    for quantity in E.QUANTITIES:
+        assert torch.allclose(captured.values[quantity], reference.values[quantity], atol=1e-6)

@@ -2,10 +2,13 @@
 
 import json
 import os
+import re
+import shutil
+import subprocess
 
 import pytest
 import yaml
-from conftest import snakemake, write_extracted
+from conftest import IGNORE, REPO, snakemake, write_extracted
 
 pytestmark = pytest.mark.workflow
 
@@ -14,6 +17,13 @@ def test_lint_is_clean(project):
     result = snakemake(project, "--lint")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition!" in result.stderr
+
+
+def test_figure_target_builds_just_what_it_needs(project):
+    result = snakemake(project, "results/figures/asr_vs_reasoning.pdf")
+    assert result.returncode == 0, result.stderr
+    assert (project / "results/figures/asr_vs_reasoning.pdf").read_bytes().startswith(b"%PDF")
+    assert not (project / "results/paper/main.pdf").exists()
 
 
 def test_sample_manifest_target_from_a_clean_copy(project):
@@ -83,13 +93,24 @@ def test_study_config_dry_run_plans_every_shard(project):
     table = result.stdout + result.stderr
     study = yaml.safe_load((project / "config/study.yaml").read_text())
     shards = sum(m["shards"] for m in study["models"].values())
-    assert f"generate              {shards}" in table
-    assert "download_dataset        1" in table
+    assert re.search(rf"^generate\s+{shards}$", table, flags=re.M)
+    assert re.search(rf"^entropy\s+{shards - 4 * 4}$", table, flags=re.M)  # API models: no weights
+    for rule in ("download_dataset", "capability", "render", "paper"):
+        assert re.search(rf"^{rule}\s+1$", table, flags=re.M), rule
 
 
-def test_default_run_generates_judges_and_tabulates_every_tiny_model(project):
-    result = snakemake(project)
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """A clean copy of the project after the README's main command (the whole default run)."""
+    root = tmp_path_factory.mktemp("default") / "project"
+    shutil.copytree(REPO, root, ignore=IGNORE)
+    result = snakemake(root)
     assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_default_run_generates_judges_and_tabulates_every_tiny_model(default_run):
+    project = default_run
     config = yaml.safe_load((project / "config.yaml").read_text())
     for name, model in config["models"].items():
         lines = []
@@ -108,12 +129,26 @@ def test_default_run_generates_judges_and_tabulates_every_tiny_model(project):
         assert all(int(r[4]) + int(r[5]) + int(r[6]) == 108 for r in per_model)
     agreement = (project / "results/asr/judge_agreement.csv").read_text().splitlines()
     assert agreement[1].startswith("refusal,tiny-harmbench,324,")
-    assert (project / "results/mir_export/refusal/statics_check.json").exists()
+    assert (project / "results/mir_export/tiny-harmbench/statics_check.json").exists()
+    entropy = (project / "results/analysis/tiny-harmbench/entropy_comparison.csv").read_text()
+    assert entropy.count("tiny-") == 3
+
+
+def test_paper_quotes_the_generated_numbers(default_run):
+    """The compiled PDF's text holds every number of numbers.tex (nothing typed by hand)."""
+    numbers = (default_run / "results/tables/numbers.tex").read_text()
+    values = re.findall(r"\\newcommand\{\\\w+\}\{(.*)\}$", numbers, flags=re.M)
+    text = subprocess.run(["pdftotext", "-layout", str(default_run / "results/paper/main.pdf"),
+                           "-"], capture_output=True, text=True, check=True).stdout
+    numeric = [v.replace("\\%", "%").replace("{,}", ",") for v in values
+               if re.fullmatch(r"[0-9.,]+(\\%)?", v)]
+    text = " ".join(text.split())
+    assert len(numeric) > 10 and [v for v in numeric if v not in text] == []
 
 
 def test_exported_results_come_back_through_mir_import(project):
     """Export in the authors' layout, import as a new model and judge: same ASR."""
-    assert snakemake(project).returncode == 0
+    assert snakemake(project, "results/mir_export/refusal").returncode == 0
     config = yaml.safe_load((project / "config.yaml").read_text())
     export = project / "results/mir_export/refusal"
     config["models"]["reimported"] = {

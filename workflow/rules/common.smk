@@ -160,11 +160,14 @@ def primary_judge():
 
 
 def analysis_outputs():
-    """ASR tables of every judge, judge agreement (two or more judges), and the export of the
-    primary judge's results in the released MIR code's layout."""
+    """Per judge: ASR tables, the correlation with capability and the entropy comparison; judge
+    agreement (two or more judges); the primary judge's results in the MIR code's layout."""
     if not config["models"] or not config["judges"]:
         return []
-    outputs = expand(rules.asr.output.asr, judge=list(config["judges"]))
+    judges = list(config["judges"])
+    outputs = expand(rules.asr.output.asr, judge=judges)
+    outputs += expand(rules.correlation.output.table, judge=judges)
+    outputs += expand(rules.entropy_compare.output.comparison, judge=judges)
     if len(config["judges"]) > 1:
         outputs.append(rules.judge_agreement.output[0])
     outputs += expand(rules.export_mir.output.export, judge=primary_judge())
