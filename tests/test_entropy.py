@@ -513,3 +513,25 @@ def test_enable_on_a_loaded_model_gives_the_same_entropies(arch, tiny_models):
     assert torch.equal(output, again)
     for quantity in E.QUANTITIES:
         assert torch.allclose(captured.values[quantity], reference.values[quantity], atol=1e-6)
+
+
+def test_token_offsets_with_and_without_the_tokenizers_offsets(arch):
+    _, extractor, _, _ = arch
+    tokenizer = extractor.tokenizer
+    ids = tokenizer(RESPONSE, add_special_tokens=False)["input_ids"]
+    native = E.token_offsets(tokenizer, RESPONSE, ids)
+
+    class Slow:  # a tokenizer without offsets: spans come from decoding prefixes
+        def __call__(self, text, **kwargs):
+            if kwargs.get("return_offsets_mapping"):
+                raise NotImplementedError
+            return tokenizer(text, **kwargs)
+
+        def decode(self, ids, **kwargs):
+            return tokenizer.decode(ids, **kwargs)
+
+    decoded = E.token_offsets(Slow(), RESPONSE, ids)
+    assert len(native) == len(decoded) == len(ids)
+    assert "".join(RESPONSE[a:b] for a, b in decoded) == RESPONSE
+    picked = E.select_tokens(len(ids), "answer", response_text=RESPONSE, offsets=decoded)
+    assert picked == E.select_tokens(len(ids), "answer", response_text=RESPONSE, offsets=native)

@@ -106,6 +106,7 @@ __all__ = [
     "generate_with_entropy",
     "select_tokens",
     "summarise",
+    "token_offsets",
 ]
 
 NAME = "mirsafety_entropy"
@@ -808,6 +809,26 @@ def select_tokens(n_tokens: int, selection: str = "all", first_n: int | None = N
     return (chosen, False) if chosen else (everything, True)
 
 
+def token_offsets(tokenizer, text: str, ids: list[int]) -> list[tuple[int, int]]:
+    """(start, end) character span of each token of ``text`` (tokenised as ``ids``).
+
+    The tokenizer's own offsets where it has them (fast tokenizers); else spans from decoding
+    growing prefixes (a decoded prefix that is not a prefix of ``text`` keeps the last span)."""
+    try:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = [tuple(span) for span in encoded["offset_mapping"]]
+        if len(offsets) == len(ids):
+            return offsets
+    except (NotImplementedError, ValueError, TypeError, KeyError):
+        pass
+    spans, end = [], 0
+    for k in range(len(ids)):
+        prefix = tokenizer.decode(ids[: k + 1], skip_special_tokens=False)
+        start, end = end, (len(prefix) if text.startswith(prefix) else end)
+        spans.append((start, end))
+    return spans
+
+
 # ----------------------------------------------------------------------------------------------
 # The teacher-forced extractor
 # ----------------------------------------------------------------------------------------------
@@ -892,10 +913,10 @@ class EntropyExtractor:
         if response_ids is None:
             if response_text is None:
                 raise ValueError("give response_text or response_ids")
-            encoded = self.tokenizer(response_text, add_special_tokens=False,
-                                     return_offsets_mapping=selection == "answer")
-            response_ids = list(encoded["input_ids"])
-            offsets = encoded.get("offset_mapping")
+            response_ids = list(self.tokenizer(response_text,
+                                               add_special_tokens=False)["input_ids"])
+            if selection == "answer":
+                offsets = token_offsets(self.tokenizer, response_text, response_ids)
         elif selection == "answer":
             raise ValueError("selection 'answer' needs response_text (to locate the answer)")
         tokens, fallback = select_tokens(len(response_ids), selection, first_n,
