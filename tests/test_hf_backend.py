@@ -93,3 +93,17 @@ def test_api_backend_without_its_key_names_the_variable(monkeypatch):
              "api": {"base_url": "http://127.0.0.1:9/v1", "model": "x", "api_key_env": "MY_PROVIDER_KEY"}}
     with pytest.raises(MissingAPIKey, match="MY_PROVIDER_KEY"):
         make_backend(registry_entry(entry))
+
+
+def test_entropy_captured_during_generation_leaves_outputs_unchanged(tiny_models):
+    plain = backend_for(tiny_models, "tiny-qwen2.5-vl-s")
+    capturing = backend_for(tiny_models, "tiny-qwen2.5-vl-s", entropy_capture=True)
+    without = plain.generate(requests())
+    with_entropy = capturing.generate(requests())
+    assert [r.raw_output for r in with_entropy] == [r.raw_output for r in without]
+    assert all(r.entropy is None for r in without)
+    for result in with_entropy:
+        entropy = result.entropy
+        assert len(entropy["entropy_all_norm"]) == 2  # one value per decoder layer
+        assert 0 < entropy["entropy_all_norm_mean"] <= 1
+        assert entropy["n_tokens"] == result.completion_tokens - (result.finish_reason == "stop")

@@ -122,6 +122,8 @@ def test_default_run_generates_judges_and_tabulates_every_tiny_model(default_run
         records = [json.loads(x) for x in lines]
         assert len(records) == 108 and len({r["uid"] for r in records}) == 108
         assert all(r["status"] == "ok" and r["image_tokens"] > 0 for r in records)
+        captured = [r["entropy"] is not None for r in records]
+        assert all(captured) if model.get("entropy_capture") else not any(captured)
     for judge in config["judges"]:
         rows = (project / f"results/asr/{judge}/asr.csv").read_text().splitlines()
         per_model = [r.split(",") for r in rows if r.startswith("model,")]

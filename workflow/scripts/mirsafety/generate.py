@@ -84,6 +84,7 @@ def make_record(instance: dict, result: Result, model_name: str, thinking_format
         "completion_tokens": result.completion_tokens,
         "finish_reason": result.finish_reason,
         "latency_s": result.latency_s,
+        "entropy": result.entropy,
     }
 
 

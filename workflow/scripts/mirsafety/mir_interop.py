@@ -69,7 +69,7 @@ LABEL_STYLES = {"mir": ("unsafe", "safe"), "yes_no": ("Yes", "No")}
 IMPORTED_LABELS = {"unsafe": "unsafe", "yes": "unsafe", "safe": "safe", "no": "safe"}
 GENERATION_KEYS = ("uid", "model", "status", "error", "raw_output", "answer", "thinking",
                    "images_given", "prompt_tokens", "image_tokens", "completion_tokens",
-                   "finish_reason", "latency_s")
+                   "finish_reason", "latency_s", "entropy")
 MAX_EXCERPT = 80
 
 

@@ -33,6 +33,7 @@ class Result:
     completion_tokens: int | None = None
     finish_reason: str | None = None
     latency_s: float | None = None
+    entropy: dict | None = None  # attention entropy captured during generation, when asked
 
 
 class Backend:

@@ -41,6 +41,11 @@ class TransformersBackend(Backend):
             device_map="auto" if cuda else None, **options,
         ).eval()
         self.commit = getattr(self.model.config, "_commit_hash", None)
+        self.capture_entropy = model["entropy_capture"]
+        if self.capture_entropy:  # text attention through the entropy function (same output)
+            from ..entropy import enable_entropy_attention
+
+            enable_entropy_attention(self.model)
         token = self.processor.image_token
         self.image_token = token
         self.image_token_id = self.processor.tokenizer.convert_tokens_to_ids(token)
@@ -73,14 +78,24 @@ class TransformersBackend(Backend):
                                 padding=True, return_tensors="pt").to(self.model.device)
         torch.manual_seed(self.decoding["seed"])
         started = time.perf_counter()
-        with torch.inference_mode():
-            output = self.model.generate(**inputs, **self._generation_kwargs())
+        output, captured = self._generate(inputs)
         latency = (time.perf_counter() - started) / len(requests)
         new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
-        return [self._result(r, inputs, row, tokens, latency)
+        return [self._result(r, inputs, row, tokens, latency, captured)
                 for row, (r, tokens) in enumerate(zip(requests, new_tokens))]
 
-    def _result(self, request, inputs, row, tokens, latency) -> Result:
+    @torch.inference_mode()
+    def _generate(self, inputs):
+        """``generate``, capturing each step's attention entropy when the entry asks for it."""
+        if not self.capture_entropy:
+            return self.model.generate(**inputs, **self._generation_kwargs()), None
+        from ..entropy import capture_generation
+
+        with capture_generation(self.model, inputs, self.image_token_id) as handle:
+            output = self.model.generate(**inputs, **self._generation_kwargs())
+        return output, handle.result()
+
+    def _result(self, request, inputs, row, tokens, latency, captured=None) -> Result:
         ends = [i for i, t in enumerate(tokens) if t in self.eos_ids]
         kept = tokens[: ends[0] + 1] if ends else tokens
         image_tokens = int((inputs["input_ids"][row] == self.image_token_id).sum())
@@ -94,6 +109,8 @@ class TransformersBackend(Backend):
             completion_tokens=len(kept),
             finish_reason="stop" if ends else "length",
             latency_s=round(latency, 4),
+            # the rows that produced the kept tokens, EOS excluded (raw_output has none either)
+            entropy=captured.summary(row, len(kept) - (1 if ends else 0)) if captured else None,
         )
 
     def generate(self, requests: list[Request]) -> list[Result]:
