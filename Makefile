@@ -15,10 +15,11 @@ test: $(VENV)/.installed tex     ## the whole test suite (unit + end-to-end work
 lint: $(VENV)/.installed
 	$(VENV)/bin/snakemake --lint
 
-bench: $(VENV)/.installed        ## speed and memory: prepare vs a plain copy; generation and judging by batch size
+bench: $(VENV)/.installed        ## speed and memory: prepare, generation, judging, entropy (see README)
 	$(PY) benchmarks/bench_prepare.py
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_judge.py
+	$(PY) benchmarks/bench_entropy.py
 
 tex:                             ## TeX Live and latexmk for the paper (Debian packages, once)
 	bash .ci/install-tex
