@@ -6,7 +6,6 @@ change without generating again. Like generation, it resumes item by item.
 """
 
 import logging
-from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
@@ -18,9 +17,7 @@ from .records import (
     read_jsonl,
     settings_key,
     sha256_file,
-    software_versions,
-    write_json,
-    write_jsonl,
+    write_shard,
 )
 
 log = logging.getLogger(__name__)
@@ -72,10 +69,5 @@ def entropy_shard(*, model_name: str, model: dict, options: dict, generations_pa
         writer.close()
         if extractor is not None:
             extractor.close()
-    records = [done[g["uid"]] for g in generations]
-    meta = {**settings, "settings_key": key, "n_items": len(records),
-            "status_counts": dict(sorted(Counter(r["status"] for r in records).items())),
-            "software": software_versions()}
-    write_jsonl(out_path, records)
-    write_json(meta_path, meta)
-    return meta
+    return write_shard(out_path, meta_path, [done[g["uid"]] for g in generations], settings,
+                       "status")

@@ -9,7 +9,6 @@ downstream); a re-run of the shard re-asks only them.
 import hashlib
 import logging
 import re
-from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
@@ -21,9 +20,7 @@ from .records import (
     read_jsonl,
     settings_key,
     sha256_file,
-    software_versions,
-    write_json,
-    write_jsonl,
+    write_shard,
 )
 from .thinking import split_thinking
 
@@ -139,15 +136,11 @@ def run_shard(instances: list[dict], dataset_dir, backend: Backend, *, model_nam
     finally:
         writer.close()
     records = [done[i["uid"]] for i in instances]
-    statuses = Counter(r["status"] for r in records)
-    if statuses["failed"]:
+    failed = sum(r["status"] == "failed" for r in records)
+    if failed:
         log.warning("%d item(s) failed; they are recorded as failed. Re-run this shard "
-                    "(snakemake --forcerun generate) to retry only them.", statuses["failed"])
-    meta = {**settings, "settings_key": key, "n_items": len(records),
-            "status_counts": dict(sorted(statuses.items())), "software": software_versions()}
-    write_jsonl(out_path, records)
-    write_json(meta_path, meta)
-    return meta
+                    "(snakemake --forcerun generate) to retry only them.", failed)
+    return write_shard(out_path, meta_path, records, settings, "status")
 
 
 def generate_shard(*, model_name: str, model: dict, shard: str, instances_path, manifest_path,
@@ -196,10 +189,5 @@ def import_shard(instances: list[dict], *, model_name: str, model: dict, setting
     imported = import_generations(spec["infer_dir"], spec["model_dir"] or model_name,
                                   read_jsonl(instances_path), extracted_dir=spec["extracted_dir"])
     by_uid = {r["uid"]: {**r, "model": model_name} for r in imported}
-    records = [by_uid[i["uid"]] for i in instances]
-    statuses = Counter(r["status"] for r in records)
-    meta = {**settings, "settings_key": settings_key(settings), "n_items": len(records),
-            "status_counts": dict(sorted(statuses.items())), "software": software_versions()}
-    write_jsonl(out_path, records)
-    write_json(meta_path, meta)
-    return meta
+    return write_shard(out_path, meta_path, [by_uid[i["uid"]] for i in instances], settings,
+                       "status")

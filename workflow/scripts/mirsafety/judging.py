@@ -7,7 +7,6 @@ every generation has one.
 
 import json
 import logging
-from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
@@ -18,9 +17,7 @@ from .records import (
     read_jsonl,
     settings_key,
     sha256_file,
-    software_versions,
-    write_json,
-    write_jsonl,
+    write_shard,
 )
 
 log = logging.getLogger(__name__)
@@ -96,13 +93,8 @@ def run_judge_shard(generations: list[dict], instances: dict, judge: Judge, *, j
                 progress.update(len(batch))
     finally:
         writer.close()
-    records = [done[g["uid"]] for g in generations]
-    labels = Counter(r["label"] for r in records)
-    meta = {**settings, "settings_key": key, "n_items": len(records),
-            "label_counts": dict(sorted(labels.items())), "software": software_versions()}
-    write_jsonl(out_path, records)
-    write_json(meta_path, meta)
-    return meta
+    return write_shard(out_path, meta_path, [done[g["uid"]] for g in generations], settings,
+                       "label")
 
 
 def import_judge_shard(generations: list[dict], instances_path, *, judge_name: str,
@@ -120,12 +112,7 @@ def import_judge_shard(generations: list[dict], instances_path, *, judge_name: s
         if generation["status"] != "ok":
             record.update(make_judgment(generation, failed_generation_verdict(generation),
                                         judge_name))
-    labels = Counter(r["label"] for r in records)
-    meta = {**settings, "settings_key": settings_key(settings), "n_items": len(records),
-            "label_counts": dict(sorted(labels.items())), "software": software_versions()}
-    write_jsonl(out_path, records)
-    write_json(meta_path, meta)
-    return meta
+    return write_shard(out_path, meta_path, records, settings, "label")
 
 
 def judge_shard(*, judge_name: str, judge_spec: dict, generations_path, generations_meta_path,

@@ -49,3 +49,16 @@ def software_versions() -> dict:
 
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "pillow": PIL.__version__}
+
+
+def write_shard(out_path, meta_path, records: list[dict], settings: dict, count_field: str) -> dict:
+    """A finished shard: its records, then its provenance (the settings, their key, the counts of
+    ``count_field`` over the records, package versions). Returns the provenance."""
+    counts = {}
+    for record in records:
+        counts[record[count_field]] = counts.get(record[count_field], 0) + 1
+    meta = {**settings, "settings_key": settings_key(settings), "n_items": len(records),
+            f"{count_field}_counts": dict(sorted(counts.items())), "software": software_versions()}
+    write_jsonl(out_path, records)
+    write_json(meta_path, meta)
+    return meta
