@@ -37,13 +37,13 @@ Run: .venv/bin/python benchmarks/bench_entropy.py [--lengths 512 1024 2048 4096]
 """
 
 import argparse
-import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from fresh_process import fresh
 
 # Light imports only up here, and all heavy work in children: spawned children re-import this
 # module, and the parent should stay small.
@@ -229,12 +229,6 @@ def generation_child(model_dir, prompt_tokens, new_tokens, rounds, threads):
     m = statistics.median
     return (m(cpu["plain"]), m(cpu["capture"]), m(wall["plain"]), m(wall["capture"]), steps[-1])
 
-
-def fresh(function, *args):
-    """Call ``function`` in a new spawned process and return its result."""
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=spawn) as executor:
-        return executor.submit(function, *args).result()
 
 
 def main():

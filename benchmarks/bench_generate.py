@@ -20,13 +20,13 @@ Run: .venv/bin/python benchmarks/bench_generate.py [--instances N] [--repeats R]
 """
 
 import argparse
-import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from fresh_process import fresh
 
 # Light imports only up here, and all heavy work in children: spawned children re-import this
 # module, and on Linux a child's ru_maxrss starts at its parent's RSS at fork time (it survives
@@ -153,12 +153,6 @@ def run_once(model_dir, data_dir, out_dir, batch_size, n, max_new_tokens, thread
         "threads": torch.get_num_threads(), "peak_reset": reset,
     }
 
-
-def fresh(function, *args):
-    """Call ``function`` in a new spawned process and return its result."""
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=spawn) as executor:
-        return executor.submit(function, *args).result()
 
 
 def main():

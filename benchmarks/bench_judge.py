@@ -18,13 +18,13 @@ Run: .venv/bin/python benchmarks/bench_judge.py [--items N] [--repeats R] [--bat
 """
 
 import argparse
-import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from fresh_process import fresh
 
 # Light imports only up here, and all heavy work in children (see bench_prepare.py).
 REPO = Path(__file__).resolve().parents[1]
@@ -82,11 +82,6 @@ def _child(folder, n, batch_size, threads):
     errors = sum(v.label == "error" for v in verdicts)
     return n / seconds, load, tokens, peak, errors
 
-
-def fresh(function, *args):
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=spawn) as executor:
-        return executor.submit(function, *args).result()
 
 
 def main():

@@ -22,6 +22,8 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from fresh_process import fresh
+
 # Light imports only up here, and all heavy work in children: spawned children re-import this
 # module, and on Linux a child's ru_maxrss starts at its parent's RSS at fork time (it survives
 # exec), so the parent must stay small for the children's peaks to mean anything.
@@ -75,12 +77,6 @@ def _child(kind, args):
     shutil.rmtree(out)
     return seconds, peak, images, written
 
-
-def fresh(function, *args):
-    """Call ``function`` in a new spawned process and return its result."""
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=spawn) as executor:
-        return executor.submit(function, *args).result()
 
 
 def measure(kind, args, repeats):
