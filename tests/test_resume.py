@@ -12,8 +12,8 @@ from conftest import snakemake, snakemake_command
 
 pytestmark = pytest.mark.workflow
 
-SHARD = "results/generations/tiny-qwen2.5-vl-m/000-of-001.jsonl"
-LEDGER = "results/generations/tiny-qwen2.5-vl-m/.000-of-001.progress.jsonl"
+SHARD = "results/generations/tiny-qwen2.5-vl-m/multi_image/000-of-001.jsonl"
+LEDGER = "results/generations/tiny-qwen2.5-vl-m/multi_image/.000-of-001.progress.jsonl"
 
 
 def one_model_config(project):
@@ -54,7 +54,7 @@ def test_sigkill_mid_shard_then_rerun_loses_and_duplicates_nothing(project):
     assert snakemake(project, "--unlock", "--configfile", "one.yaml").returncode == 0
     rerun = snakemake(project, SHARD, "--configfile", "one.yaml")
     assert rerun.returncode == 0, rerun.stderr
-    log = (project / "logs/generate/tiny-qwen2.5-vl-m/000-of-001.log").read_text()
+    log = (project / "logs/generate/tiny-qwen2.5-vl-m/multi_image/000-of-001.log").read_text()
     resumed = int(log.split(" already done")[0].rsplit(", ", 1)[1])
     assert done_before_kill - 1 <= resumed <= done_before_kill  # at most the item in flight lost
     records = [json.loads(x) for x in (project / SHARD).read_text().splitlines()]

@@ -113,17 +113,30 @@ def test_default_run_generates_judges_and_tabulates_every_tiny_model(default_run
     project = default_run
     config = yaml.safe_load((project / "config.yaml").read_text())
     for name, model in config["models"].items():
-        lines = []
-        for k in range(model["shards"]):
-            shard = project / "results/generations" / name / f"{k:03d}-of-{model['shards']:03d}"
-            lines += shard.with_suffix(".jsonl").read_text().splitlines()
-            meta = json.loads(shard.with_suffix(".meta.json").read_text())
-            assert meta["model_name"] == name and meta["weights"]["tiny"] == model["weights"]["tiny"]
-        records = [json.loads(x) for x in lines]
-        assert len(records) == 108 and len({r["uid"] for r in records}) == 108
-        assert all(r["status"] == "ok" and r["image_tokens"] > 0 for r in records)
-        captured = [r["entropy"] is not None for r in records]
-        assert all(captured) if model.get("entropy_capture") else not any(captured)
+        assert model["conditions"] == ["multi_image", "single_image", "text_only", "prompt_only"]
+        for condition in model["conditions"]:
+            lines = []
+            for k in range(model["shards"]):
+                shard = (project / "results/generations" / name / condition
+                         / f"{k:03d}-of-{model['shards']:03d}")
+                lines += shard.with_suffix(".jsonl").read_text().splitlines()
+                meta = json.loads(shard.with_suffix(".meta.json").read_text())
+                assert meta["model_name"] == name and meta["condition"] == condition
+                assert meta["weights"]["tiny"] == model["weights"]["tiny"]
+            records = [json.loads(x) for x in lines]
+            assert len(records) == 108 and len({r["uid"] for r in records}) == 108
+            assert all(r["status"] == "ok" and r["condition"] == condition for r in records)
+            given = {r["images_given"] for r in records}
+            expected = {"multi_image": {2, 3, 4}, "single_image": {1}}.get(condition, {0})
+            assert given == expected, (condition, given)
+            if condition == "multi_image":
+                assert all(r["image_tokens"] > 0 for r in records)
+                captured = [r["entropy"] is not None for r in records]
+                assert all(captured) if model.get("entropy_capture") else not any(captured)
+    paired = (project / "results/asr/tiny-harmbench/conditions_paired.csv").read_text()
+    assert paired.count(",ALL,") == 3 * 3  # three controls for each of three models
+    audit = (project / "results/analysis/judge_vs_people.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in audit[1:]] == ["refusal", "tiny-harmbench"]
     for judge in config["judges"]:
         rows = (project / f"results/asr/{judge}/asr.csv").read_text().splitlines()
         per_model = [r.split(",") for r in rows if r.startswith("model,")]

@@ -26,11 +26,12 @@ DATASET = config["dataset"]["name"]
 FIGURES = {
     name: f"results/figures/{name}.pdf"
     for name in ("asr_vs_reasoning", "asr_heatmap", "asr_by_category", "taxonomy_shares",
-                 "entropy_safe_unsafe")
+                 "entropy_safe_unsafe", "asr_by_condition")
 }
 TABLES = {
     name: f"results/tables/{name}.tex"
-    for name in ("asr_main", "asr_relation", "correlation", "entropy", "numbers")
+    for name in ("asr_main", "asr_relation", "correlation", "entropy", "conditions",
+                 "judge_audit", "numbers")
 }
 SAMPLE_SNAPSHOT = "results/raw/sample"
 HUB_SNAPSHOT = "results/raw/mir"
@@ -39,6 +40,7 @@ HUB_SNAPSHOT = "results/raw/mir"
 wildcard_constraints:
     dataset="sample|mir",
     shard=r"\d{3}-of-\d{3}",
+    condition="multi_image|single_image|text_only|prompt_only",
     model="|".join(config["models"]) or "no-model-registered",
     judge="|".join(config["judges"]) or "no-judge-registered",
 
@@ -111,12 +113,19 @@ def model_resources(wildcards):
     return config["models"][wildcards.model]["resources"]
 
 
-def generation_outputs():
-    """Every shard of every registered model."""
+def model_conditions(model, conditions="all"):
+    """The conditions a model runs under: all of its own, or those of ``conditions`` it has."""
+    own = config["models"][model]["conditions"]
+    return own if conditions == "all" else [c for c in own if c in conditions]
+
+
+def generation_outputs(conditions="all"):
+    """Every shard of every registered model, under every (or the given) condition."""
     return [
         path
         for name in config["models"]
-        for path in expand(rules.generate.output.shard, model=name, shard=shard_names(name))
+        for path in expand(rules.generate.output.shard, model=name, shard=shard_names(name),
+                           condition=model_conditions(name, conditions))
     ]
 
 
@@ -138,13 +147,18 @@ def judge_inputs(wildcards):
     return inputs
 
 
-def judgment_outputs(judge, kind="judgments", models=None):
-    """Every shard of every model (or of ``models``), as judged by ``judge``."""
+def judgment_outputs(judge, kind="judgments", models=None, conditions=("multi_image",)):
+    """Every shard of every model (or of ``models``), as judged by ``judge``: the multi-image
+    benchmark by default, every condition with ``conditions="all"`` (an imported judge has
+    labels for the multi-image benchmark only)."""
+    if config["judges"][judge]["kind"] == "mir_import":
+        conditions = ("multi_image",)
     return [
         path
         for model in (config["models"] if models is None else models)
         for path in expand(getattr(rules.judge.output, kind), judge=judge, model=model,
-                           shard=shard_names(model))
+                           shard=shard_names(model),
+                           condition=model_conditions(model, conditions))
     ]
 
 
@@ -171,6 +185,7 @@ def analysis_outputs():
     if len(config["judges"]) > 1:
         outputs.append(rules.judge_agreement.output[0])
     outputs += expand(rules.export_mir.output.export, judge=primary_judge())
+    outputs += [rules.audit_sample.output.sheet, rules.judge_vs_people.output[0]]
     return outputs
 
 
@@ -242,6 +257,9 @@ def render_inputs(wildcards):
         "capability": rules.capability.output.table,
         "correlation": rules.correlation.output.table.format(judge=judge),
         "manifest": dataset_manifest(),
+        "by_condition": rules.asr.output.conditions.format(judge=judge),
+        "paired": rules.asr.output.paired.format(judge=judge),
+        "audit": rules.judge_vs_people.output[0],
         **entropy_render_inputs(judge),
     }
 
@@ -260,7 +278,7 @@ def entropy_models():
 
 def entropy_inputs(wildcards):
     inputs = {
-        "generations": rules.generate.output.shard.format(**wildcards),
+        "generations": rules.generate.output.shard.format(condition="multi_image", **wildcards),
         "instances": str(Path(dataset_dir(), "instances.jsonl")),
     }
     weights = config["models"][wildcards.model].get("weights", {})

@@ -21,10 +21,11 @@ rule generate:
     input:
         unpack(generation_inputs),
     output:
-        shard="results/generations/{model}/{shard}.jsonl",
-        meta="results/generations/{model}/{shard}.meta.json",
+        shard="results/generations/{model}/{condition}/{shard}.jsonl",
+        meta="results/generations/{model}/{condition}/{shard}.meta.json",
     params:
         model=lambda w: config["models"][w.model],
+        condition=lambda w: w.condition,
         dataset_dir=lambda w: dataset_dir(),
     threads: 2
     resources:
@@ -32,7 +33,7 @@ rule generate:
         runtime=lambda w: model_resources(w)["runtime"],
         gpu=lambda w: model_resources(w)["gpus"],
     log:
-        "logs/generate/{model}/{shard}.log",
+        "logs/generate/{model}/{condition}/{shard}.log",
     conda:
         "../../envs/generate.yaml"
     script:

@@ -11,12 +11,16 @@ from mirsafety.asr import (
     safe_kind_shares,
     seed_macro,
 )
+from mirsafety.conditions import by_condition, paired_table
 from mirsafety.records import read_jsonl
 
 logs.to_file(snakemake.log[0])
 check_same_dataset(snakemake.input.metas)
-frame = load_judgments(snakemake.input.judgments, snakemake.input.instances)
-check_complete(frame, len(read_jsonl(snakemake.input.instances)))
+everything = load_judgments(snakemake.input.judgments, snakemake.input.instances)
+check_complete(everything, len(read_jsonl(snakemake.input.instances)))
+by_condition(everything).to_csv(snakemake.output.conditions, index=False, float_format="%.6f")
+paired_table(everything).to_csv(snakemake.output.paired, index=False, float_format="%.6f")
+frame = everything[everything["condition"] == "multi_image"]
 asr_tables(frame).to_csv(snakemake.output.asr, index=False, float_format="%.6f")
 seed_macro(frame).to_csv(snakemake.output.seed_macro, index=False, float_format="%.6f")
 safe_kind_shares(frame).to_csv(snakemake.output.safe_kinds, index=False, float_format="%.6f")

@@ -13,5 +13,6 @@ generate_shard(
     dataset_dir=snakemake.params.dataset_dir,
     out_path=snakemake.output.shard,
     meta_path=snakemake.output.meta,
+    condition=snakemake.params.condition,
     threads=snakemake.threads,
 )

@@ -12,12 +12,15 @@ from mirsafety.render.tables import write_tables
 logs.to_file(snakemake.log[0])
 inputs, params = snakemake.input, snakemake.params
 frames = {name: pd.read_csv(getattr(inputs, name)) for name in
-          ("asr", "safe_kinds", "capability", "correlation", "comparison", "layers")}
+          ("asr", "safe_kinds", "capability", "correlation", "comparison", "layers",
+           "by_condition", "paired", "audit")}
 write_figures(Path(snakemake.output.asr_vs_reasoning).parent, frames["asr"],
               frames["capability"], frames["correlation"], frames["safe_kinds"],
-              frames["comparison"], frames["layers"], judge=params.judge, primary=params.primary)
+              frames["comparison"], frames["layers"], judge=params.judge, primary=params.primary,
+              by_condition=frames["by_condition"])
 write_tables(Path(snakemake.output.asr_main).parent, frames["asr"], frames["correlation"],
-             frames["comparison"], judge=params.judge)
+             frames["comparison"], judge=params.judge, paired=frames["paired"],
+             audit=frames["audit"])
 numbers = collect_numbers(frames["asr"], frames["correlation"], frames["comparison"],
                           frames["capability"], inputs.manifest, safe_kinds=frames["safe_kinds"],
                           judge=params.judge, primary=params.primary)

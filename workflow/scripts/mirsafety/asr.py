@@ -35,6 +35,9 @@ def load_judgments(paths, instances_path) -> pd.DataFrame:
         raise ValueError(f"{len(unknown)} judgment(s) for instances not in {instances_path}, e.g. "
                          f"{unknown[:3]}. Fix: re-run generation and judging on this dataset.")
     frame = pd.DataFrame(rows)
+    if "condition" not in frame:
+        frame["condition"] = "multi_image"
+    frame["condition"] = frame["condition"].fillna("multi_image")
     frame["relation"] = [instances[u]["relation"] for u in frame["uid"]]
     frame["category"] = [instances[u]["category"] for u in frame["uid"]]
     frame["seed"] = [instances[u]["original_question"] for u in frame["uid"]]
@@ -42,9 +45,11 @@ def load_judgments(paths, instances_path) -> pd.DataFrame:
 
 
 def check_complete(frame: pd.DataFrame, n_instances: int) -> None:
-    """Every model must have exactly one judgment per instance: nothing lost, nothing doubled."""
+    """Every model (under every condition) must have exactly one judgment per instance:
+    nothing lost, nothing doubled."""
     problems = []
-    for model, group in frame.groupby("model"):
+    by = ["model", "condition"] if "condition" in frame else ["model"]
+    for model, group in frame.groupby(by):
         if group["uid"].duplicated().any():
             problems.append(f"{model}: {int(group['uid'].duplicated().sum())} duplicated uid(s)")
         if len(group) != n_instances and not group["uid"].duplicated().any():

@@ -53,16 +53,27 @@ def shard_slice(items: list, index: int, count: int) -> list:
 
 
 
-def make_request(instance: dict, dataset_dir, model: dict) -> Request:
+#: The paper's controls: the benchmark as is, its images concatenated into one picture, the seed
+#: question alone, and the multi-image prompt without its images.
+CONDITIONS = ("multi_image", "single_image", "text_only", "prompt_only")
+
+
+def make_request(instance: dict, dataset_dir, model: dict,
+                 condition: str = "multi_image") -> Request:
+    """What the model is asked for one instance under one condition."""
+    if condition == "text_only":
+        return Request(instance["uid"], instance["original_question"], [], model["system_prompt"])
+    if condition == "prompt_only":
+        return Request(instance["uid"], instance["revised_prompt"], [], model["system_prompt"])
     pixels = model["image_pixels"]
     images = load_instance_images(dataset_dir, instance["images"],
-                                  single_image=model["single_image"],
+                                  single_image=model["single_image"] or condition == "single_image",
                                   min_pixels=pixels["min"], max_pixels=pixels["max"])
     return Request(instance["uid"], instance["revised_prompt"], images, model["system_prompt"])
 
 
 def make_record(instance: dict, result: Result, model_name: str, thinking_format: str,
-                images_given: int) -> dict:
+                images_given: int, condition: str = "multi_image") -> dict:
     """The shard's line for one item: raw output kept beside the stripped answer and thinking."""
     answer = thinking = None
     if result.status == "ok":
@@ -70,6 +81,7 @@ def make_record(instance: dict, result: Result, model_name: str, thinking_format
     return {
         "uid": instance["uid"],
         "model": model_name,
+        "condition": condition,
         "status": result.status,
         "error": result.error,
         "raw_output": result.raw_output,
@@ -89,12 +101,12 @@ def _failed(uid: str, error: Exception) -> Result:
     return Result(uid, "failed", error=f"{type(error).__name__}: {error}")
 
 
-def _generate_batch(backend: Backend, batch: list[dict], dataset_dir, model: dict):
+def _generate_batch(backend: Backend, batch: list[dict], dataset_dir, model: dict, condition: str):
     """Results for a batch; an item whose images cannot be loaded fails alone."""
     requests, results = {}, {}
     for instance in batch:
         try:
-            requests[instance["uid"]] = make_request(instance, dataset_dir, model)
+            requests[instance["uid"]] = make_request(instance, dataset_dir, model, condition)
         except OSError as error:
             results[instance["uid"]] = _failed(instance["uid"], error)
     ready = list(requests.values())
@@ -109,7 +121,8 @@ def _generate_batch(backend: Backend, batch: list[dict], dataset_dir, model: dic
 
 
 def run_shard(instances: list[dict], dataset_dir, backend: Backend, *, model_name: str,
-              model: dict, settings: dict, out_path, meta_path) -> dict:
+              model: dict, settings: dict, out_path, meta_path,
+              condition: str = "multi_image") -> dict:
     """Generate every instance not yet done with ``settings``; write the shard and its meta.
 
     ``settings`` identifies what the answers depend on (model entry, weights, dataset manifest,
@@ -128,8 +141,10 @@ def run_shard(instances: list[dict], dataset_dir, backend: Backend, *, model_nam
         with tqdm(total=len(todo), desc=f"generate {model_name}", unit="item") as progress:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start:start + batch_size]
-                for instance, result, given in _generate_batch(backend, batch, dataset_dir, model):
-                    record = make_record(instance, result, model_name, model["thinking"], given)
+                for instance, result, given in _generate_batch(backend, batch, dataset_dir, model,
+                                                               condition):
+                    record = make_record(instance, result, model_name, model["thinking"], given,
+                                         condition)
                     writer.write(record)
                     done[instance["uid"]] = record
                 progress.update(len(batch))
@@ -144,7 +159,8 @@ def run_shard(instances: list[dict], dataset_dir, backend: Backend, *, model_nam
 
 
 def generate_shard(*, model_name: str, model: dict, shard: str, instances_path, manifest_path,
-                   dataset_dir, out_path, meta_path, threads: int = 1) -> dict:
+                   dataset_dir, out_path, meta_path, condition: str = "multi_image",
+                   threads: int = 1) -> dict:
     """The rule's whole job: select the shard, load the backend, run, record provenance.
 
     ``threads`` caps torch's CPU threads at what the scheduler granted the job.
@@ -162,16 +178,20 @@ def generate_shard(*, model_name: str, model: dict, shard: str, instances_path, 
         "weights": weights_identity(model),
         "dataset_manifest_sha256": sha256_file(manifest_path),
         "shard": shard,
+        "condition": condition,
         "uids": hashlib.sha256("\n".join(i["uid"] for i in instances).encode()).hexdigest(),
     }
     if model["backend"] == "mir_import":
+        if condition != "multi_image":
+            raise ValueError(f"{model_name}: imported answers exist only for multi_image")
         return import_shard(instances, model_name=model_name, model=model, settings=settings,
                             instances_path=instances_path, out_path=out_path, meta_path=meta_path)
     backend = make_backend(model)
     settings["weights"]["resolved_commit"] = getattr(backend, "commit", None)
     try:
         return run_shard(instances, dataset_dir, backend, model_name=model_name, model=model,
-                         settings=settings, out_path=out_path, meta_path=meta_path)
+                         settings=settings, out_path=out_path, meta_path=meta_path,
+                         condition=condition)
     finally:
         backend.close()
 
@@ -188,6 +208,6 @@ def import_shard(instances: list[dict], *, model_name: str, model: dict, setting
     spec = model["mir_import"]
     imported = import_generations(spec["infer_dir"], spec["model_dir"] or model_name,
                                   read_jsonl(instances_path), extracted_dir=spec["extracted_dir"])
-    by_uid = {r["uid"]: {**r, "model": model_name} for r in imported}
+    by_uid = {r["uid"]: {**r, "model": model_name, "condition": "multi_image"} for r in imported}
     return write_shard(out_path, meta_path, [by_uid[i["uid"]] for i in instances], settings,
                        "status")

@@ -40,6 +40,7 @@ def make_judgment(generation: dict, verdict: Verdict, judge_name: str) -> dict:
     return {
         "uid": generation["uid"],
         "model": generation["model"],
+        "condition": generation.get("condition", "multi_image"),
         "judge": judge_name,
         "label": verdict.label,
         "safe_kind": verdict.safe_kind,
@@ -104,10 +105,15 @@ def import_judge_shard(generations: list[dict], instances_path, *, judge_name: s
     the instances by their question text. A failed generation stays ``error`` whatever they said."""
     from .mir_interop import import_judgments
 
+    other = {g.get("condition", "multi_image") for g in generations} - {"multi_image"}
+    if other:
+        raise ValueError(f"judge {judge_name} imports labels of the multi-image benchmark; it "
+                         f"cannot label answers made under {', '.join(sorted(other))}")
     imported = import_judgments(judge_spec["mir_import"]["harmbench_dir"], model_dir,
                                 read_jsonl(instances_path))
     by_uid = {r["uid"]: r for r in imported}
-    records = [{**by_uid[g["uid"]], "judge": judge_name, "model": g["model"]} for g in generations]
+    records = [{**by_uid[g["uid"]], "judge": judge_name, "model": g["model"],
+                "condition": g.get("condition", "multi_image")} for g in generations]
     for record, generation in zip(records, generations):
         if generation["status"] != "ok":
             record.update(make_judgment(generation, failed_generation_verdict(generation),

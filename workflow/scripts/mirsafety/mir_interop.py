@@ -67,7 +67,7 @@ FAILED_STATUSES = ("failed", "crashed")
 FAILURE_MARKER = re.compile(r"^\[(INFERENCE_FAILED|WORKER_CRASHED): (.*)\]$", re.DOTALL)
 LABEL_STYLES = {"mir": ("unsafe", "safe"), "yes_no": ("Yes", "No")}
 IMPORTED_LABELS = {"unsafe": "unsafe", "yes": "unsafe", "safe": "safe", "no": "safe"}
-GENERATION_KEYS = ("uid", "model", "status", "error", "raw_output", "answer", "thinking",
+GENERATION_KEYS = ("uid", "model", "condition", "status", "error", "raw_output", "answer", "thinking",
                    "images_given", "prompt_tokens", "image_tokens", "completion_tokens",
                    "finish_reason", "latency_s", "entropy")
 MAX_EXCERPT = 80
@@ -278,7 +278,7 @@ def import_generations(infer_dir, model: str, instances: list[dict], *,
 
 def _generation_record(uid: str, model: str, item: dict, thinking_format: str) -> dict:
     record = dict.fromkeys(GENERATION_KEYS)
-    record.update(uid=uid, model=model)
+    record.update(uid=uid, model=model, condition="multi_image")
     error = _failure(item)
     if error is not None:
         record.update(status="failed", error=error)

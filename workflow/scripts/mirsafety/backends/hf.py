@@ -74,8 +74,9 @@ class TransformersBackend(Backend):
         return texts
 
     def _run(self, requests: list[Request]) -> list[Result]:
-        inputs = self.processor(text=self._prompts(requests), images=[r.images for r in requests],
-                                padding=True, return_tensors="pt").to(self.model.device)
+        images = [r.images for r in requests] if any(r.images for r in requests) else None
+        inputs = self.processor(text=self._prompts(requests), images=images, padding=True,
+                                return_tensors="pt").to(self.model.device)
         torch.manual_seed(self.decoding["seed"])
         started = time.perf_counter()
         output, captured = self._generate(inputs)

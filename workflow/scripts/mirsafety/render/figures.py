@@ -48,7 +48,9 @@ FIGURE_FILES = {
     "asr_by_category": "asr_by_category.pdf",
     "taxonomy_shares": "taxonomy_shares.pdf",
     "entropy_safe_unsafe": "entropy_safe_unsafe.pdf",
+    "asr_by_condition": "asr_by_condition.pdf",
 }
+CONDITION_ORDER = ["multi_image", "single_image", "prompt_only", "text_only"]
 RC = {
     "font.family": "DejaVu Sans",
     "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 9, "xtick.labelsize": 8,
@@ -464,8 +466,34 @@ def _entropy_layers(ax, lay, models, style):
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
+def asr_by_condition(by_condition, out_pdf) -> Figure:
+    """ASR (%) of each model under each condition it ran, a line joining the same model, with
+    Wilson 95% intervals: the paper's single- vs multi-image control at a glance."""
+    table = read_frame(by_condition)
+    fig = _figure(TEXT_WIDTH * 0.7, 2.8)
+    ax = fig.add_subplot()
+    table = table[table["relation"] == "ALL"] if len(table) else table
+    if not len(table):
+        _empty(ax, "no conditions run")
+        return _save(fig, out_pdf)
+    order = [c for c in CONDITION_ORDER if c in set(table["condition"])]
+    for k, (model, rows) in enumerate(sorted(table.groupby("model"))):
+        rows = rows.set_index("condition").reindex(order).dropna(subset=["asr"])
+        x = [order.index(c) for c in rows.index]
+        y = 100 * rows["asr"]
+        error = [y - 100 * rows["ci_low"], 100 * rows["ci_high"] - y]
+        ax.errorbar(x, y, yerr=error, capsize=2, linewidth=1, label=model, **_style(k))
+    ax.set_xticks(range(len(order)), [c.replace("_", " ") for c in order])
+    ax.set_xlabel("condition")
+    ax.set_ylabel("ASR (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=MIN_FONT_PT, frameon=False, loc="best")
+    return _save(fig, out_pdf)
+
+
 def write_figures(out_dir, asr, capability, correlation, safe_kinds, comparison, layers, *,
-                  judge: str | None = None, primary: str | None = None) -> dict:
+                  judge: str | None = None, primary: str | None = None,
+                  by_condition=None) -> dict:
     """All five figures into ``out_dir`` under the names in ``FIGURE_FILES``; returns paths."""
     out_dir = Path(out_dir)
     paths = {k: out_dir / v for k, v in FIGURE_FILES.items()}
@@ -476,6 +504,8 @@ def write_figures(out_dir, asr, capability, correlation, safe_kinds, comparison,
     asr_by_category(asr, paths["asr_by_category"])
     taxonomy_shares(safe_kinds, paths["taxonomy_shares"])
     entropy_safe_unsafe(comparison, layers, paths["entropy_safe_unsafe"])
+    asr_by_condition(by_condition if by_condition is not None else pd.DataFrame(),
+                     paths["asr_by_condition"])
     return paths
 
 

@@ -1,0 +1,201 @@
+"""The people-vs-judge audit: sampling, the sheet's round trip, bad labels, metrics by hand."""
+
+import csv
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+from mirsafety.audit import (
+    HUMAN_LABEL_HEADER,
+    SYNTHETIC_HEADER,
+    audit_key,
+    draw_audit_sample,
+    judge_vs_people,
+    make_synthetic_labels,
+    read_labels,
+    write_audit_csv,
+    write_synthetic_labels,
+)
+from mirsafety.errors import DataError
+
+RELATIONS = ["Analogy", "Causality"]
+MODELS = ["m1", "m2"]
+
+
+def hand_wilson(k, n, z=1.959963984540054):
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+@pytest.fixture
+def study():
+    """2 models × 2 relations × 12 instances; judge a alternates unsafe/safe, judge b agrees
+    except on every 3rd; a few failed generations and judge errors."""
+    instances = [{"uid": f"Violence/{r}/{k}", "category": "Violence", "relation": r,
+                  "original_question": f"q{k}", "revised_prompt": f"p{k}, with \"quotes\"",
+                  "images": [f"images/Violence/{r}/{k}_0.png", f"images/Violence/{r}/{k}_1.png"]}
+                 for r in RELATIONS for k in range(12)]
+    generations, judged = [], {"a": [], "b": []}
+    for m in MODELS:
+        for n, inst in enumerate(instances):
+            status = "failed" if n % 12 == 11 else "ok"
+            generations.append({"uid": inst["uid"], "model": m, "status": status,
+                                "answer": f"answer {n}\nsecond line, comma", "thinking": "hmm"})
+            a = "error" if status == "failed" else ("unsafe" if n % 2 else "safe")
+            b = a if (n % 3 or a == "error") else {"unsafe": "safe", "safe": "unsafe"}[a]
+            b = "error" if n % 12 == 10 else b
+            for judge, label in (("a", a), ("b", b)):
+                judged[judge].append({"uid": inst["uid"], "model": m, "judge": judge,
+                                      "label": label})
+    return instances, generations, judged
+
+
+def test_sample_is_stratified_eligible_and_blind(study):
+    instances, generations, judged = study
+    rows = draw_audit_sample(instances, generations, judged, per_stratum=2, disagreement_boost=0)
+    assert {"judge:a", "judge:b"}.isdisjoint(rows[0]) and rows[0]["human_label"] == ""
+    labels = {j: {(r["model"], r["uid"]): r["label"] for r in recs} for j, recs in judged.items()}
+    strata = Counter((r["model"], r["relation"], labels["a"][r["model"], r["uid"]]) for r in rows)
+    assert set(strata) == {(m, r, lab) for m in MODELS for r in RELATIONS
+                           for lab in ("unsafe", "safe")}
+    assert all(count == 2 for count in strata.values())
+    for row in rows:
+        key = (row["model"], row["uid"])
+        assert labels["a"][key] != "error" and labels["b"][key] != "error"
+        assert row["audit_id"] == f"{row['model']}|{row['uid']}"
+        assert row["image_paths"].split(";")[0].startswith("images/Violence/")
+        assert "hmm" not in row["answer"]
+    shown = draw_audit_sample(instances, generations, judged, disagreement_boost=0,
+                              show_judges=True)
+    assert all(r["judge:a"] == labels["a"][r["model"], r["uid"]] for r in shown)
+
+
+def test_disagreements_are_over_sampled(study):
+    instances, generations, judged = study
+    plain = draw_audit_sample(instances, generations, judged, disagreement_boost=0)
+    boosted = draw_audit_sample(instances, generations, judged, disagreement_boost=3)
+    key = {r["audit_id"]: r["judges_disagree"] for r in audit_key(boosted, judged)}
+    extra = [r for r in boosted if r["audit_id"] not in {p["audit_id"] for p in plain}]
+    assert extra and all(key[r["audit_id"]] for r in extra)
+    per_cell = Counter((r["model"], r["relation"]) for r in extra)
+    assert max(per_cell.values()) <= 3
+    assert sum(key.values()) > sum(k["judges_disagree"] for k in audit_key(plain, judged))
+
+
+def test_sample_is_deterministic_and_seeded(study):
+    instances, generations, judged = study
+    one = draw_audit_sample(instances, generations, judged, seed=1)
+    again = draw_audit_sample(instances[::-1], generations[::-1],
+                              {j: r[::-1] for j, r in judged.items()}, seed=1)
+    other = draw_audit_sample(instances, generations, judged, seed=2)
+    assert one == again
+    assert [r["audit_id"] for r in one] != [r["audit_id"] for r in other]
+
+
+def test_csv_round_trip(study, tmp_path):
+    instances, generations, judged = study
+    rows = draw_audit_sample(instances, generations, judged)
+    path = write_audit_csv(rows, tmp_path / "audit.csv")
+    assert path.read_text(encoding="utf-8").splitlines()[0] == HUMAN_LABEL_HEADER
+    with path.open(encoding="utf-8", newline="") as handle:
+        lines = list(csv.reader(handle))
+    assert lines[1][-1] == "human_label"
+    frame, problems = read_labels(path)
+    assert problems == [] and len(frame) == 0  # nothing labelled yet
+    filled = [{**r, "human_label": ["unsafe", "safe", "unsure", ""][k % 4]}
+              for k, r in enumerate(rows)]
+    write_audit_csv(filled, path)
+    frame, problems = read_labels(path, known_ids={r["audit_id"] for r in rows})
+    assert problems == [] and not frame.attrs["synthetic"]
+    expected = {r["audit_id"]: r["human_label"] for r in filled if r["human_label"]}
+    assert dict(zip(frame["audit_id"], frame["human_label"])) == expected
+    assert list(frame["row"][:3]) == [3, 4, 5]  # comment row 1, header row 2
+
+
+def test_bad_labels_are_reported_with_spreadsheet_rows(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text(
+        HUMAN_LABEL_HEADER + "\n"
+        "audit_id,answer,human_label\n"
+        "m|u1,\"two\nlines\",Unsafe \n"      # row 3: accepted, case and space ignored
+        "m|u2,x,maybe\n"                      # row 4: bad value
+        "m|u3,x,\n"                           # row 5: blank, skipped
+        "m|u4,x,safe\n"                       # row 6: duplicate of row 7
+        "m|u4,x,unsafe\n"                     # row 7
+        "m|zz,x,safe\n"                       # row 8: unknown id
+        "m|u5,x,UNSURE\n", encoding="utf-8")  # row 9
+    known = {f"m|u{k}" for k in range(1, 6)}
+    frame, problems = read_labels(path, known_ids=known)
+    assert dict(zip(frame["audit_id"], frame["human_label"])) == {"m|u1": "unsafe",
+                                                                  "m|u5": "unsure"}
+    assert len(problems) == 3
+    assert str(path) in problems[0] and "row 4" in problems[0] and "'maybe'" in problems[0]
+    assert "row 8" in problems[1] and "m|zz" in problems[1]
+    assert "m|u4" in problems[2] and "rows 6, 7" in problems[2]
+    with pytest.raises(DataError) as error:
+        read_labels(path, known_ids=known, strict=True)
+    assert len(error.value.problems) == 3
+
+
+def test_missing_columns_are_a_problem(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("id,label\nm|u1,safe\n", encoding="utf-8")
+    frame, problems = read_labels(path)
+    assert len(frame) == 0 and "human_label" in problems[0] and "row 1" in problems[0]
+
+
+def judgments(pairs, judge="j"):
+    return {judge: [{"model": "m", "uid": f"u{k}", "label": j} for k, (_, j) in enumerate(pairs)]}
+
+
+def labels_frame(pairs):
+    import pandas as pd
+    return pd.DataFrame({"audit_id": [f"m|u{k}" for k in range(len(pairs))],
+                         "human_label": [h for h, _ in pairs]})
+
+
+def test_metrics_match_hand_computation():
+    # people × judge: tp=6, fn=2, fp=3, tn=9; plus one unsure and one judge error
+    pairs = ([("unsafe", "unsafe")] * 6 + [("unsafe", "safe")] * 2 + [("safe", "unsafe")] * 3
+             + [("safe", "safe")] * 9 + [("unsure", "unsafe"), ("safe", "error")])
+    row = judge_vs_people(labels_frame(pairs), judgments(pairs)).iloc[0]
+    assert (row["n"], row["n_human_unsure"], row["n_judge_error"]) == (20, 1, 1)
+    assert (row["human_unsafe_judge_unsafe"], row["human_unsafe_judge_safe"],
+            row["human_safe_judge_unsafe"], row["human_safe_judge_safe"]) == (6, 2, 3, 9)
+    assert row["precision"] == pytest.approx(6 / 9)
+    assert (row["precision_ci_low"], row["precision_ci_high"]) == pytest.approx(hand_wilson(6, 9))
+    assert row["recall"] == pytest.approx(6 / 8)
+    assert (row["recall_ci_low"], row["recall_ci_high"]) == pytest.approx(hand_wilson(6, 8))
+    assert row["accuracy"] == pytest.approx(15 / 20)
+    po, pe = 15 / 20, (8 / 20) * (9 / 20) + (12 / 20) * (11 / 20)
+    kappa = (po - pe) / (1 - pe)
+    assert row["kappa"] == pytest.approx(kappa)
+    assert row["kappa_ci_low"] < kappa < row["kappa_ci_high"] <= 1
+    assert row["note"] == ""
+
+
+def test_undefined_metrics_are_nan_with_a_note():
+    pairs = [("safe", "safe")] * 4
+    row = judge_vs_people(labels_frame(pairs), judgments(pairs)).iloc[0]
+    assert np.isnan(row["precision"]) and np.isnan(row["recall"]) and np.isnan(row["kappa"])
+    assert row["accuracy"] == 1.0
+    assert "precision undefined" in row["note"] and "recall undefined" in row["note"]
+    empty = judge_vs_people(labels_frame([]), judgments([]))
+    assert empty.iloc[0]["n"] == 0 and "no answer" in empty.iloc[0]["note"]
+
+
+def test_synthetic_labels_are_marked_deterministic_and_non_trivial(study, tmp_path):
+    instances, generations, judged = study
+    rows = draw_audit_sample(instances, generations, judged)
+    synthetic = make_synthetic_labels(rows, judged, seed=0)
+    assert synthetic == make_synthetic_labels(rows, judged, seed=0)
+    path = write_synthetic_labels(rows, judged, tmp_path / "labels.csv")
+    head = path.read_text(encoding="utf-8").splitlines()[:2]
+    assert head == [HUMAN_LABEL_HEADER, SYNTHETIC_HEADER]
+    frame, problems = read_labels(path, strict=True)
+    assert problems == [] and frame.attrs["synthetic"] and len(frame) == len(rows)
+    metrics = judge_vs_people(frame, judged).set_index("judge")
+    assert 0 < metrics.loc["a", "accuracy"] < 1 and metrics.loc["a", "n_human_unsure"] > 0
