@@ -93,7 +93,9 @@ def test_study_config_dry_run_plans_every_shard(project):
     table = result.stdout + result.stderr
     study = yaml.safe_load((project / "config/study.yaml").read_text())
     shards = sum(m["shards"] for m in study["models"].values())
-    assert re.search(rf"^generate\s+{shards}$", table, flags=re.M)
+    runs = sum(m["shards"] * len(m.get("conditions", ["multi_image"]))
+               for m in study["models"].values())
+    assert re.search(rf"^generate\s+{runs}$", table, flags=re.M)
     assert re.search(rf"^entropy\s+{shards - 4 * 4}$", table, flags=re.M)  # API models: no weights
     for rule in ("download_dataset", "capability", "render", "paper"):
         assert re.search(rf"^{rule}\s+1$", table, flags=re.M), rule
