@@ -125,6 +125,15 @@ class Positions:
             return None
         return self.by_uid.get(order[index])
 
+    def lookup(self, category: str, relation: str, index, where: str,
+               problems: list[str]) -> dict | None:
+        """``instance_at``, recording a problem named ``where`` when there is none."""
+        instance = self.instance_at(category, relation, index)
+        if instance is None:
+            problems.append(f"{where}: no instance at this position of {category} x "
+                            f"{relation} ({len(self.order(category, relation))} known)")
+        return instance
+
     def index_of(self, uid: str) -> int:
         instance = self.by_uid[uid]
         order = self.order(instance["category"], instance["relation"])
@@ -255,10 +264,8 @@ def import_generations(infer_dir, model: str, instances: list[dict], *,
             continue
         for index, item in _infer_items(path, data, problems):
             where = f"{path} item_index {index}"
-            instance = positions.instance_at(category, relation, index)
+            instance = positions.lookup(category, relation, index, where, problems)
             if instance is None:
-                problems.append(f"{where}: no instance at this position of {category} x "
-                                f"{relation} ({len(positions.order(category, relation))} known)")
                 continue
             found = _text_problems(where, instance, [
                 ("original_question", item.get("original_question")),
@@ -320,10 +327,8 @@ def import_judgments(harmbench_dir, model: str, instances: list[dict], *,
             infer_index, infer_item = infer[position] if infer else (position, None)
             index = entry.get("item_index", infer_index)
             where = f"{path} entry {position} (item_index {index})"
-            instance = positions.instance_at(category, relation, index)
+            instance = positions.lookup(category, relation, index, where, problems)
             if instance is None:
-                problems.append(f"{where}: no instance at this position of {category} x "
-                                f"{relation} ({len(positions.order(category, relation))} known)")
                 continue
             uid = instance["uid"]
             found = _text_problems(where, instance,

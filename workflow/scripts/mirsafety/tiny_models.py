@@ -122,6 +122,13 @@ def special_tokens(tokenizer_spec: dict, architecture: str) -> list[str]:
     return tokens
 
 
+def train_bpe(backend: Tokenizer, trainer: BpeTrainer, corpus) -> tuple[dict, list[tuple]]:
+    """Train ``backend`` on ``corpus``; its vocabulary and merges, for a transformers tokenizer."""
+    backend.train_from_iterator(corpus, trainer)
+    merges = [tuple(pair) for pair in json.loads(backend.to_str())["model"]["merges"]]
+    return backend.get_vocab(), merges
+
+
 def train_tokenizer(tokenizer_spec: dict, architecture: str) -> Qwen2Tokenizer:
     """A byte-level BPE of ``vocab_size`` tokens (special tokens included), trained offline.
 
@@ -141,10 +148,9 @@ def train_tokenizer(tokenizer_spec: dict, architecture: str) -> Qwen2Tokenizer:
         show_progress=False,
     )
     corpus = make_corpus(tokenizer_spec["corpus_sentences"], tokenizer_spec["corpus_seed"])
-    backend.train_from_iterator(corpus, trainer)
-    merges = [tuple(pair) for pair in json.loads(backend.to_str())["model"]["merges"]]
+    vocab, merges = train_bpe(backend, trainer, corpus)
     tokenizer = Qwen2Tokenizer(
-        vocab=backend.get_vocab(),
+        vocab=vocab,
         merges=merges,
         unk_token=None,
         bos_token=section.get("bos_token"),

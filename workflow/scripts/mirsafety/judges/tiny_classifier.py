@@ -28,7 +28,7 @@ from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, LlamaTokenizer
 
-from mirsafety.tiny_models import make_corpus
+from mirsafety.tiny_models import make_corpus, train_bpe
 
 __all__ = ["ANSWER_WORDS", "build_tiny_classifier", "classifier_corpus", "train_tokenizer"]
 
@@ -96,10 +96,9 @@ def train_tokenizer(tokenizer_spec: dict) -> LlamaTokenizer:
         show_progress=False,
     )
     corpus = classifier_corpus(tokenizer_spec["corpus_sentences"], tokenizer_spec["corpus_seed"])
-    backend.train_from_iterator(corpus, trainer)
-    merges = [tuple(pair) for pair in json.loads(backend.to_str())["model"]["merges"]]
+    vocab, merges = train_bpe(backend, trainer, corpus)
     tokenizer = LlamaTokenizer(
-        vocab=backend.get_vocab(),
+        vocab=vocab,
         merges=merges,
         unk_token="<unk>",
         bos_token="<s>",
