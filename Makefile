@@ -15,11 +15,12 @@ test: $(VENV)/.installed tex     ## the whole test suite (unit + end-to-end work
 lint: $(VENV)/.installed
 	$(VENV)/bin/snakemake --lint
 
-bench: $(VENV)/.installed        ## speed and memory: prepare, generation, judging, entropy (see README)
+bench: $(VENV)/.installed        ## speed and memory: prepare, generation, judging, entropy, study DAG
 	$(PY) benchmarks/bench_prepare.py
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_judge.py
 	$(PY) benchmarks/bench_entropy.py
+	$(PY) benchmarks/bench_dag.py
 
 tex:                             ## TeX Live and latexmk for the paper (Debian packages, once)
 	bash .ci/install-tex

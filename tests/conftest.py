@@ -9,6 +9,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +70,6 @@ def tiny_records():
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Every tiny model of resources/tiny_models.yaml, built once per test session: name -> dir."""
-    import yaml
     from mirsafety.tiny_models import build_tiny_model
 
     spec = yaml.safe_load((REPO / "resources" / "tiny_models.yaml").read_text())
@@ -94,6 +94,33 @@ def project(tmp_path):
     """A copy of the project as a clean clone would have it, to run Snakemake in."""
     root = tmp_path / "project"
     shutil.copytree(REPO, root, ignore=IGNORE)
+    return root
+
+
+def profile_without_conda(name: str, dest: Path) -> Path:
+    """``profiles/{name}`` as shipped, minus ``software-deployment-method: conda``.
+
+    Conda's channels cannot be reached from the test machines, so the tests run every rule in the
+    test environment (the envs themselves are checked in test_envs.py); every other entry of the
+    profile is used as the user gets it.
+    """
+    config = yaml.safe_load((REPO / "profiles" / name / "config.yaml").read_text())
+    assert config.pop("software-deployment-method") == "conda", f"profiles/{name} lost --use-conda"
+    (dest / name).mkdir(parents=True)
+    (dest / name / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return dest / name
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """A clean copy of the project after the README's main command (the whole default run).
+
+    Shared by the workflow tests and the Slurm test, which compares its tables with these.
+    """
+    root = tmp_path_factory.mktemp("default") / "project"
+    shutil.copytree(REPO, root, ignore=IGNORE)
+    result = snakemake(root)
+    assert result.returncode == 0, result.stderr
     return root
 
 

@@ -1,41 +1,391 @@
-"""Conda envs: each rule names one that exists, in conda's env format, pinned like requirements."""
+"""Conda envs (``envs/*.yaml``): conda's format, requirements.txt's pins, what the rules import.
 
+Conda channels cannot be reached from these machines, so nothing here creates an env: CI
+installs the pip path (requirements.txt). These checks keep the env files correct anyway:
+
+* format: each file is YAML without repeated keys and valid against a JSON schema of conda's
+  environment.yml (``envcheck.ENV_SCHEMA``: name, channels, dependencies, variables, prefix;
+  conda match specs and one ``pip:`` list); channels are conda-forge and nodefaults; every pip
+  entry is pinned ``name==version``.
+* pins: every pip entry, and every conda entry requirements.txt also pins (``pytorch`` is
+  torch), has requirements.txt's version. An env is a subset of requirements.txt, not equal.
+* rules: every rule names an existing env and script; every env is used.
+* imports: what a rule's script can import (``envcheck.ImportScan``: the script and the
+  mirsafety code it reaches, imports inside reachable functions included), less the standard
+  library, mirsafety and snakemake (injected by the script directive), mapped to distributions
+  with ``importlib.metadata.packages_distributions()`` (PIL -> pillow), must be in its env.
+  ``envcheck.OPTIONAL_IMPORTS`` lists the deliberate exceptions with the reason (vllm).
+* exactly that: an env's Python packages are what its rules import plus the pinned
+  ``envcheck.COMPANIONS`` of those (tokenizers, safetensors and huggingface_hub next to
+  transformers: direct requirements whose versions matter, pinned so the env matches the pip
+  path); an extra package fails, and so does a missing companion. Other transitive
+  requirements (numpy for torch, ...) are left to the solver.
+* GPU: envs whose rules import torch take conda-forge's CUDA build (``pytorch=V=cuda*`` and a
+  ``cuda-version`` pin) and document CONDA_OVERRIDE_CUDA for creating them without a GPU.
+* paper: its env carries texlive-core and latexmk, and the paper rule does run latexmk.
+
+The negative tests run the same checks on synthetic files, to show each can fail.
+"""
+
+import ast
 import re
+import textwrap
+from pathlib import Path
 
+import envcheck
+import jsonschema
 import pytest
 import yaml
 from conftest import REPO
 
 ENVS = sorted((REPO / "envs").glob("*.yaml"))
+RULES = envcheck.parse_rules(REPO / "workflow" / "rules")
+PACKAGE_DIR = REPO / "workflow" / "scripts" / envcheck.PACKAGE
+SCAN = envcheck.ImportScan(PACKAGE_DIR)
+PINS = envcheck.requirement_pins(REPO / "requirements.txt")
+VALIDATOR = jsonschema.Draft202012Validator(envcheck.ENV_SCHEMA)
 
 
-def requirement_pins() -> dict:
-    pins = {}
-    for line in (REPO / "requirements.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, version = line.split("==")
-            pins[name.lower().replace("_", "-")] = version
-    return pins
+def rules_of(env_path: Path) -> list:
+    return [rule for rule in RULES if rule.env == env_path.resolve()]
 
 
-def test_every_rule_names_an_existing_env():
-    named = set()
-    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
-        for env in re.findall(r'conda:\s*\n\s*"([^"]+)"', smk.read_text()):
-            assert (smk.parent / env).resolve().is_file(), f"{smk.name}: {env} does not exist"
-            named.add((smk.parent / env).resolve())
-    assert named == {p.resolve() for p in ENVS}, "an env file is unused or a rule lacks conda:"
+def conda_entries(env: dict) -> dict:
+    """{conda name: (version, build)} of an env's conda match specs."""
+    entries = {}
+    for item in env["dependencies"]:
+        if isinstance(item, str):
+            name, version, build = envcheck.conda_spec(item)
+            entries[name] = (version, build)
+    return entries
+
+
+def pip_entries(env: dict) -> list[str]:
+    return next((d["pip"] for d in env["dependencies"] if isinstance(d, dict)), [])
+
+
+def test_schema_is_a_valid_json_schema():
+    jsonschema.Draft202012Validator.check_schema(envcheck.ENV_SCHEMA)
+
+
+def test_requirements_are_pinned():
+    assert PINS, "requirements.txt pins nothing"
+
+
+def test_rules_are_parsed():
+    texts = [smk.read_text() for smk in (REPO / "workflow" / "rules").glob("*.smk")]
+    declared = sum(
+        len(re.findall(r"^(?:rule|checkpoint)\s+\w+\s*:", t, re.MULTILINE))
+        for t in texts
+    )
+    assert len(RULES) == declared > 0
+
+
+def test_every_rule_names_an_existing_env_and_script():
+    for rule in RULES:
+        assert rule.env is not None, f"rule {rule.name} ({rule.smk.name}) lacks conda:"
+        assert rule.env.is_file(), f"rule {rule.name}: {rule.env} does not exist"
+        assert rule.script is not None, (
+            f"rule {rule.name} ({rule.smk.name}) lacks script:"
+        )
+        assert rule.script.is_file(), f"rule {rule.name}: {rule.script} does not exist"
+    named = {rule.env for rule in RULES}
+    assert named == {p.resolve() for p in ENVS}, (
+        "an env file is unused or a rule lacks conda:"
+    )
 
 
 @pytest.mark.parametrize("path", ENVS, ids=[p.name for p in ENVS])
-def test_env_is_conda_format_and_pinned_as_requirements(path):
-    env = yaml.safe_load(path.read_text())
-    assert set(env) <= {"name", "channels", "dependencies"}
-    assert "conda-forge" in env["channels"]
-    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    pins = requirement_pins()
-    for spec in pip:
-        name, version = spec.split("==")
-        key = name.lower().replace("_", "-")
-        assert pins.get(key) == version, f"{path.name}: {spec} disagrees with requirements.txt"
+def test_env_is_valid_conda_env_yaml(path):
+    env = envcheck.load_env(path)
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in VALIDATOR.iter_errors(env)
+    ]
+    assert not errors, f"{path.name} is not a conda env file: {errors}"
+    assert env["channels"] == ["conda-forge", "nodefaults"], path.name
+    conda = conda_entries(env)
+    assert conda.get("python", (None,))[0], f"{path.name}: python is not pinned"
+    if pip_entries(env):
+        assert "pip" in conda, (
+            f"{path.name}: a pip: section needs pip among the dependencies"
+        )
+    unpinned = [s for s in pip_entries(env) if not envcheck.PIP_PINNED.match(s)]
+    assert not unpinned, (
+        f"{path.name}: pip entries not pinned as name==version: {unpinned}"
+    )
+
+
+def test_envs_pin_one_python():
+    pythons = {
+        path.name: conda_entries(envcheck.load_env(path))["python"] for path in ENVS
+    }
+    assert len(set(pythons.values())) == 1, pythons
+
+
+@pytest.mark.parametrize("path", ENVS, ids=[p.name for p in ENVS])
+def test_env_pins_agree_with_requirements(path):
+    problems = envcheck.pin_problems(envcheck.load_env(path), PINS)
+    assert not problems, f"{path.name}: " + "; ".join(problems)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[r.name for r in RULES])
+def test_rule_env_has_what_its_script_imports(rule):
+    problems = envcheck.missing_imports(rule, envcheck.load_env(rule.env), SCAN, REPO)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", ENVS, ids=[p.name for p in ENVS])
+def test_env_has_only_what_its_rules_import(path):
+    problems = envcheck.exactness_problems(
+        path, envcheck.load_env(path), rules_of(path), SCAN
+    )
+    assert not problems, "\n".join(problems)
+
+
+def test_companions_are_requirements_of_their_distribution():
+    for dist, companions in envcheck.COMPANIONS.items():
+        assert companions <= envcheck.direct_requirements(dist), dist
+        assert companions <= set(PINS), (
+            f"companions of {dist} must be pinned in requirements"
+        )
+
+
+def test_optional_imports_are_imported_and_in_no_env():
+    imported = set()
+    for rule in RULES:
+        imported |= set(SCAN.scan(rule.script))
+    for module, reason in envcheck.OPTIONAL_IMPORTS.items():
+        assert reason, module
+        assert module in imported, (
+            f"{module} is allowlisted but no rule imports it any more"
+        )
+        for path in ENVS:
+            names = {d.name for d in envcheck.env_dependencies(envcheck.load_env(path))}
+            assert not envcheck.distributions(module) & names, (
+                f"{path.name} carries {module}"
+            )
+    assert "vllm" in (REPO / "envs" / "generate.yaml").read_text(), (
+        "say where vllm comes from"
+    )
+
+
+def test_package_imports_nothing_by_computed_name():
+    """ImportScan follows import statements; importlib or __import__ would escape it."""
+    assert not envcheck.dynamic_imports(PACKAGE_DIR)
+
+
+def test_gpu_envs_take_conda_forges_cuda_torch():
+    gpu = {
+        rule.env
+        for rule in RULES
+        if "torch" in envcheck.third_party(SCAN.scan(rule.script))
+    }
+    assert {p.name for p in gpu} == {"generate.yaml", "judge.yaml", "entropy.yaml"}
+    for path in gpu:
+        env, text = envcheck.load_env(path), path.read_text()
+        conda = conda_entries(env)
+        assert conda.get("pytorch") == (PINS["torch"], "cuda*"), f"{path.name}: {conda}"
+        cuda = conda.get("cuda-version", (None,))[0]
+        assert cuda and re.fullmatch(r"\d+\.\d+", cuda), (
+            f"{path.name}: pin cuda-version=X.Y"
+        )
+        assert not [s for s in pip_entries(env) if s.lower().startswith("torch")], (
+            path.name
+        )
+        command = (
+            f"CONDA_OVERRIDE_CUDA={cuda} snakemake --use-conda --conda-create-envs-only"
+        )
+        assert command in text, f"{path.name}: document `{command}` in its header"
+
+
+def test_paper_env_has_tex_and_the_paper_rule_runs_latexmk():
+    env = envcheck.load_env(REPO / "envs" / "paper.yaml")
+    assert {"texlive-core", "latexmk"} <= set(conda_entries(env))
+    (paper,) = [rule for rule in RULES if rule.name == "paper"]
+    assert paper.env.name == "paper.yaml"
+    runs_latexmk = False
+    for module in SCAN.modules(paper.script):
+        tree = ast.parse(module.read_text())
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
+        imports = {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+        }
+        runs_latexmk |= "latexmk" in strings and "subprocess" in imports
+    assert runs_latexmk, (
+        "the paper rule no longer calls latexmk: is paper.yaml's TeX still needed?"
+    )
+
+
+# Negative tests: the checks on synthetic files.
+
+
+@pytest.fixture
+def fake(tmp_path):
+    """A workflow with one rule whose script reaches scipy lazily and torch not at all."""
+    package = tmp_path / "scripts" / envcheck.PACKAGE
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "helper.py").write_text(
+        textwrap.dedent("""\
+        import json
+
+        from .other import CONSTANT
+
+
+        def used():
+            from scipy import stats
+
+            return stats, CONSTANT
+
+
+        def unused():
+            import torch
+
+            return torch
+        """)
+    )
+    (package / "other.py").write_text("import numpy\n\nCONSTANT = 1\n")
+    (tmp_path / "scripts" / "fit.py").write_text(
+        textwrap.dedent("""\
+        import pandas as pd
+        from mirsafety.helper import used
+
+        used(snakemake.input[0])
+        """)
+    )
+    (tmp_path / "envs").mkdir()
+    (tmp_path / "envs" / "fit.yaml").write_text(
+        textwrap.dedent("""\
+        channels: [conda-forge]
+        dependencies:
+          - python=3.11
+          - pip
+          - pip:
+              - pandas==3.1.1
+              - numpy==2.4.6
+              - matplotlib==3.11.2
+        """)
+    )
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "fit.smk").write_text(
+        textwrap.dedent("""\
+        rule fit:
+            output:
+                "fit.csv",
+            conda:
+                "../envs/fit.yaml"
+            script:
+                "../scripts/fit.py"
+        """)
+    )
+    return tmp_path
+
+
+def test_scan_follows_what_a_script_reaches(fake):
+    scan = envcheck.ImportScan(fake / "scripts" / envcheck.PACKAGE)
+    found = envcheck.third_party(scan.scan(fake / "scripts" / "fit.py"))
+    assert set(found) == {
+        "pandas",
+        "numpy",
+        "scipy",
+    }  # json: stdlib; torch: never called
+    assert found["scipy"].where == f"{envcheck.PACKAGE}/helper.py:7"
+
+
+def test_import_check_reports_a_package_the_env_lacks(fake):
+    (rule,) = envcheck.parse_rules(fake / "rules")
+    assert (rule.name, rule.env.name, rule.script.name) == ("fit", "fit.yaml", "fit.py")
+    scan = envcheck.ImportScan(fake / "scripts" / envcheck.PACKAGE)
+    problems = envcheck.missing_imports(rule, envcheck.load_env(rule.env), scan, fake)
+    assert len(problems) == 1
+    for part in (
+        "rule fit",
+        "scripts/fit.py",
+        "imports scipy",
+        "helper.py:7",
+        "envs/fit.yaml",
+    ):
+        assert part in problems[0], problems[0]
+
+
+def test_exactness_check_reports_a_package_no_rule_imports(fake):
+    (rule,) = envcheck.parse_rules(fake / "rules")
+    scan = envcheck.ImportScan(fake / "scripts" / envcheck.PACKAGE)
+    problems = envcheck.exactness_problems(
+        rule.env, envcheck.load_env(rule.env), [rule], scan
+    )
+    assert len(problems) == 1 and "matplotlib" in problems[0], problems
+
+
+def test_exactness_check_reports_a_missing_companion(fake):
+    (fake / "scripts" / "fit.py").write_text("import transformers\n")
+    (rule,) = envcheck.parse_rules(fake / "rules")
+    scan = envcheck.ImportScan(fake / "scripts" / envcheck.PACKAGE)
+    env = {
+        "dependencies": ["pip", {"pip": ["transformers==5.24.0", "tokenizers==0.23.3"]}]
+    }
+    problems = envcheck.exactness_problems(rule.env, env, [rule], scan)
+    assert len(problems) == 2 and all("companion" in p for p in problems), problems
+
+
+def test_pin_check_reports_mismatches_and_unpinned_entries():
+    env = {
+        "dependencies": [
+            "python=3.11",
+            "pytorch=2.0.0=cuda*",
+            {
+                "pip": [
+                    "numpy==1.0",
+                    "pandas>=3",
+                    "left-pad==1.0",
+                    f"PyYAML=={PINS['pyyaml']}",
+                ]
+            },
+        ]
+    }
+    problems = envcheck.pin_problems(env, PINS)
+    assert len(problems) == 4, problems
+    for part in ("pytorch=2.0.0=cuda*", "numpy==1.0", "pandas>=3", "left-pad==1.0"):
+        assert any(part in p for p in problems), (part, problems)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"dependencies": ["python=3.11"], "channel": ["conda-forge"]},  # unknown key
+        {"channels": ["conda-forge"]},  # no dependencies
+        {
+            "dependencies": ["pip", {"pip": ["a==1"]}, {"pip": ["b==1"]}]
+        },  # two pip lists
+        {"dependencies": [{"conda": ["a"]}]},  # a mapping that is not pip:
+        {"dependencies": ["numpy 1.2 !!"]},  # not a match spec
+        {"dependencies": ["pip", {"pip": "a==1"}]},  # pip: not a list
+        {"dependencies": [], "variables": {"A": ["b"]}},  # variable values are scalars
+    ],
+)
+def test_schema_rejects_what_conda_would_not_read(env):
+    assert not VALIDATOR.is_valid(env)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "numpy",
+        "numpy=2.4",
+        "numpy==2.4.6",
+        "pytorch=2.13.0=cuda*",
+        "numpy>=1.2",
+        "numpy>=1.2,<2",
+        "conda-forge::numpy=2.4",
+    ],
+)
+def test_schema_accepts_match_specs(spec):
+    assert VALIDATOR.is_valid({"dependencies": [spec]})
+
+
+def test_repeated_keys_are_an_error(tmp_path):
+    path = tmp_path / "env.yaml"
+    path.write_text("dependencies: [a]\ndependencies: [b]\n")
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key"):
+        envcheck.load_env(path)

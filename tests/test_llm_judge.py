@@ -365,12 +365,17 @@ def test_batch_keeps_order_with_concurrency_and_retries(server, make_judge):
     """Item k wants class CLASSES[k % 5] and gets k % 3 unparseable replies first."""
     counts = {}
     lock = threading.Lock()
+    # Items 0 and 1 start together; their first requests wait for each other, so the batch
+    # proves two requests in flight at once however loaded the machine (a timeout fails it).
+    overlap = threading.Barrier(2, timeout=10)
 
     def respond(text):
         k = int(re.search(r"case-(\d+)", text).group(1))
         with lock:
             counts[k] = counts.get(k, 0) + 1
             n = counts[k]
+        if k in (0, 1) and n == 1:
+            overlap.wait()
         if k == 11:
             return http_status(500)
         if k == 12:

@@ -101,16 +101,6 @@ def test_study_config_dry_run_plans_every_shard(project):
         assert re.search(rf"^{rule}\s+1$", table, flags=re.M), rule
 
 
-@pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    """A clean copy of the project after the README's main command (the whole default run)."""
-    root = tmp_path_factory.mktemp("default") / "project"
-    shutil.copytree(REPO, root, ignore=IGNORE)
-    result = snakemake(root)
-    assert result.returncode == 0, result.stderr
-    return root
-
-
 def test_default_run_generates_judges_and_tabulates_every_tiny_model(default_run):
     project = default_run
     config = yaml.safe_load((project / "config.yaml").read_text())

@@ -15,6 +15,7 @@ from mirsafety.config import validate_config  # noqa: E402
 from mirsafety.generate import shard_name  # noqa: E402
 from mirsafety.judges.factory import TINY_JUDGES_DIR  # noqa: E402
 from mirsafety.prepare import expected_counts  # noqa: E402
+from mirsafety.resources import MUIRBENCH_ITEMS, job_resources, shard_size  # noqa: E402
 
 config.update(
     validate_config(config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml")
@@ -109,8 +110,33 @@ def generation_inputs(wildcards):
     return inputs
 
 
-def model_resources(wildcards):
-    return config["models"][wildcards.model]["resources"]
+def dataset_total():
+    """Instances a complete dataset holds (sample spec or published count): what shards split."""
+    return expected_counts(DATASET, sample_spec() if DATASET == "sample" else None)["total"]
+
+
+def shard_resources(wildcards, attempt):
+    """A generation or entropy job: the model's GPUs and memory, runtime scaled by shard size."""
+    model = config["models"][wildcards.model]
+    items = shard_size(dataset_total(), model["shards"])
+    return job_resources(model["resources"], items, attempt)
+
+
+def judge_resources(wildcards, attempt):
+    """A judge job: the judge's GPUs and memory, runtime scaled by the judged shard's size."""
+    items = shard_size(dataset_total(), config["models"][wildcards.model]["shards"])
+    return job_resources(config["judges"][wildcards.judge]["resources"], items, attempt)
+
+
+def reasoning_resources(wildcards, attempt):
+    """A reasoning job: the model's GPUs and memory, runtime scaled by the reasoning set's size."""
+    reasoning = config["reasoning"]
+    if reasoning["benchmark"] == "muirbench":
+        items = MUIRBENCH_ITEMS
+    else:
+        spec = yaml.safe_load(Path(reasoning["spec"]).read_text())
+        items = spec["items_per_task"] * len(spec["tasks"])
+    return job_resources(config["models"][wildcards.model]["resources"], items, attempt)
 
 
 def model_conditions(model, conditions="all"):

@@ -13,13 +13,13 @@ rule entropy:
         dataset_dir=lambda w: dataset_dir(),
     threads: 2
     resources:
-        mem_mb=lambda w: model_resources(w)["mem_mb"],
-        runtime=lambda w: model_resources(w)["runtime"],
-        gpu=lambda w: model_resources(w)["gpus"],
+        mem_mb=lambda w, attempt: shard_resources(w, attempt)["mem_mb"],
+        runtime=lambda w, attempt: shard_resources(w, attempt)["runtime"],
+        gpu=lambda w, attempt: shard_resources(w, attempt)["gpu"],
     log:
         "logs/entropy/{model}/{shard}.log",
     conda:
-        "../../envs/generate.yaml"
+        "../../envs/entropy.yaml"
     script:
         "../scripts/entropy.py"
 

@@ -29,9 +29,9 @@ rule generate:
         dataset_dir=lambda w: dataset_dir(),
     threads: 2
     resources:
-        mem_mb=lambda w: model_resources(w)["mem_mb"],
-        runtime=lambda w: model_resources(w)["runtime"],
-        gpu=lambda w: model_resources(w)["gpus"],
+        mem_mb=lambda w, attempt: shard_resources(w, attempt)["mem_mb"],
+        runtime=lambda w, attempt: shard_resources(w, attempt)["runtime"],
+        gpu=lambda w, attempt: shard_resources(w, attempt)["gpu"],
     log:
         "logs/generate/{model}/{condition}/{shard}.log",
     conda:

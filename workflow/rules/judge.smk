@@ -28,9 +28,9 @@ rule judge:
         model_dir=lambda w: mir_model_dir(w.model),
     threads: 2
     resources:
-        mem_mb=lambda w: config["judges"][w.judge]["resources"]["mem_mb"],
-        runtime=lambda w: config["judges"][w.judge]["resources"]["runtime"],
-        gpu=lambda w: config["judges"][w.judge]["resources"]["gpus"],
+        mem_mb=lambda w, attempt: judge_resources(w, attempt)["mem_mb"],
+        runtime=lambda w, attempt: judge_resources(w, attempt)["runtime"],
+        gpu=lambda w, attempt: judge_resources(w, attempt)["gpu"],
     log:
         "logs/judge/{judge}/{model}/{condition}/{shard}.log",
     conda:

@@ -29,9 +29,9 @@ rule reasoning_generate:
         model=lambda w: reasoning_model_entry(w.model),
     threads: 2
     resources:
-        mem_mb=lambda w: model_resources(w)["mem_mb"],
-        runtime=lambda w: model_resources(w)["runtime"],
-        gpu=lambda w: model_resources(w)["gpus"],
+        mem_mb=lambda w, attempt: reasoning_resources(w, attempt)["mem_mb"],
+        runtime=lambda w, attempt: reasoning_resources(w, attempt)["runtime"],
+        gpu=lambda w, attempt: reasoning_resources(w, attempt)["gpu"],
     log:
         "logs/reasoning/{model}.log",
     conda:
