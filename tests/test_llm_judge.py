@@ -4,12 +4,11 @@ import json
 import logging
 import re
 import threading
-from collections import deque
 from dataclasses import astuple
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fake_openai import ChatServer, status
 
 from mirsafety.backends.openai_api import MissingAPIKey
 from mirsafety.judges.base import SAFE_KINDS, JudgeItem
@@ -26,79 +25,11 @@ def label_json(label, reason="Because."):
     return json.dumps({"label": label, "reason": reason})
 
 
-def http_status(code, body='{"error": {"message": "nope"}}'):
-    return {"status": code, "raw": body}
-
-
-class JudgeServer:
-    """POST /v1/chat/completions. Each request takes the next step of ``script`` (a reply text, or
-    an ``http_status`` dict); with the script empty, ``respond(prompt_text)`` gives the reply."""
-
-    def __init__(self):
-        self.script = deque()
-        self.respond = lambda text: label_json("refusal")
-        self.seen = []  # (headers, body) per request, in arrival order
-        self.in_flight = self.max_in_flight = 0
-        self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def _handler(self):
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with fake.lock:
-                    fake.seen.append((dict(self.headers), body))
-                    fake.in_flight += 1
-                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-                    step = fake.script.popleft() if fake.script else None
-                try:
-                    if step is None:
-                        step = fake.respond(body["messages"][-1]["content"][-1]["text"])
-                    if isinstance(step, str):
-                        step = {"raw": json.dumps({
-                            "id": "j1", "object": "chat.completion",
-                            "choices": [{"index": 0, "finish_reason": "stop",
-                                         "message": {"role": "assistant", "content": step}}]})}
-                    raw = step["raw"].encode()
-                    self.send_response(step.get("status", 200))
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(raw)))
-                    self.end_headers()
-                    self.wfile.write(raw)
-                finally:
-                    with fake.lock:
-                        fake.in_flight -= 1
-
-        return Handler
-
-    @property
-    def attempts(self):
-        return len(self.seen)
-
-    def prompt(self, n):
-        """The text of request ``n``, checking that it is one text-only user message."""
-        [message] = self.seen[n][1]["messages"]
-        assert message["role"] == "user"
-        [part] = message["content"]
-        assert part["type"] == "text"
-        return part["text"]
-
-
 @pytest.fixture
 def server():
-    fake = JudgeServer()
-    thread = threading.Thread(target=fake.httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield fake
-    fake.httpd.shutdown()
-    fake.httpd.server_close()
-    thread.join(5)
+    with ChatServer.running() as fake:
+        fake.respond = lambda text: label_json("refusal")
+        yield fake
 
 
 @pytest.fixture
@@ -327,7 +258,7 @@ def test_backend_blank_reply_counts_as_transport_not_parse(server, make_judge, s
 
 
 def test_http_500_persistent_is_an_error_with_reason(server, make_judge, sleeps):
-    server.respond = lambda text: http_status(500)
+    server.respond = lambda text: status(500)
     [verdict] = make_judge(max_retries=2).judge([item()])
     assert verdict.label == "error" and verdict.safe_kind is None and verdict.raw is None
     assert verdict.error == "judge request failed: HTTP 500 after 3 attempts"
@@ -335,13 +266,13 @@ def test_http_500_persistent_is_an_error_with_reason(server, make_judge, sleeps)
 
 
 def test_http_500_then_valid_is_retried_by_the_backend(server, make_judge, sleeps):
-    server.script.extend([http_status(500), http_status(503), label_json("evasive")])
+    server.script.extend([status(500), status(503), label_json("evasive")])
     [verdict] = make_judge(max_retries=2).judge([item()])
     assert verdict.safe_kind == "evasive" and server.attempts == 3 and len(sleeps) == 2
 
 
 def test_client_error_is_not_retried(server, make_judge):
-    server.script.append(http_status(401, '{"error": "bad key"}'))
+    server.script.append(status(401, '{"error": "bad key"}'))
     [verdict] = make_judge().judge([item()])
     assert verdict.label == "error"
     assert verdict.error.startswith("judge request failed: HTTP 401")
@@ -350,7 +281,7 @@ def test_client_error_is_not_retried(server, make_judge):
 
 
 def test_unparseable_then_transport_failure(server, make_judge):
-    server.script.extend(["prose"] + [http_status(500)] * 3)
+    server.script.extend(["prose"] + [status(500)] * 3)
     [verdict] = make_judge(max_retries=2).judge([item()])
     assert verdict.label == "error"
     assert verdict.error == "judge request failed: HTTP 500 after 3 attempts"
@@ -377,7 +308,7 @@ def test_batch_keeps_order_with_concurrency_and_retries(server, make_judge):
         if k in (0, 1) and n == 1:
             overlap.wait()
         if k == 11:
-            return http_status(500)
+            return status(500)
         if k == 12:
             return "never JSON"
         return "not yet" if n <= k % 3 else label_json(CLASSES[k % 5])
@@ -410,7 +341,7 @@ def test_key_is_sent_and_never_kept(server, make_judge, caplog):
         f"your key is {KEY}",  # unparseable, echoes the key
         label_json("refusal", f"The key {KEY} was seen."),
         f"again {KEY}", f"still {KEY}", f"no {KEY}",  # an item that stays unparseable
-        http_status(401, f'{{"error": "invalid key {KEY}"}}'),
+        status(401, f'{{"error": "invalid key {KEY}"}}'),
     ])
     judge = make_judge()
     verdicts = judge.judge([item(uid="a")]) + judge.judge([item(uid="b")]) + judge.judge(

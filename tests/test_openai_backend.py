@@ -2,16 +2,12 @@
 
 import base64
 import io
-import json
 import logging
 import socket
-import threading
-import time
-from collections import deque
 from dataclasses import astuple
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai import ChatServer, reply, status
 from PIL import Image
 
 from mirsafety.backends.base import Request
@@ -19,18 +15,6 @@ from mirsafety.backends.openai_api import MissingAPIKey, OpenAIBackend, parse_re
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 KEY_ENV = "MIR_TEST_OPENAI_KEY"
-
-
-def reply(text="a reply", finish="stop"):
-    """A normal 200 answer."""
-    return {"json": {"id": "c1", "object": "chat.completion",
-                     "choices": [{"index": 0, "finish_reason": finish,
-                                  "message": {"role": "assistant", "content": text}}],
-                     "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}}
-
-
-def status(code, body='{"error": {"message": "nope"}}', **headers):
-    return {"status": code, "raw": body, "headers": headers}
 
 
 SHORT_TIMEOUT = 0.2  # the client's timeout_s where a test makes the server stall
@@ -49,71 +33,10 @@ BEHAVIOURS = {
 }
 
 
-class FakeServer:
-    """POST /v1/chat/completions; answers with ``script`` in turn, then echoes the prompt."""
-
-    def __init__(self):
-        self.script = deque()
-        self.seen = []  # (headers, body) per request, in arrival order
-        self.default_delay = 0.0
-        self.in_flight = self.max_in_flight = 0
-        self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def _handler(self):
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with fake.lock:
-                    fake.seen.append((dict(self.headers), body))
-                    fake.in_flight += 1
-                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-                    step = fake.script.popleft() if fake.script else None
-                try:
-                    if self.path != "/v1/chat/completions":
-                        step = status(404)
-                    elif step is None:
-                        time.sleep(fake.default_delay)
-                        step = reply("echo: " + body["messages"][-1]["content"][-1]["text"])
-                    if "delay" in step:
-                        time.sleep(step["delay"])
-                        step = reply("too late")
-                    raw = step["raw"] if "raw" in step else json.dumps(step["json"])
-                    self.send_response(step.get("status", 200))
-                    for name, value in step.get("headers", {}).items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(raw.encode())))
-                    self.end_headers()
-                    self.wfile.write(raw.encode())
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout test)
-                finally:
-                    with fake.lock:
-                        fake.in_flight -= 1
-
-        return Handler
-
-    @property
-    def attempts(self):
-        return len(self.seen)
-
-
 @pytest.fixture
 def server():
-    fake = FakeServer()
-    thread = threading.Thread(target=fake.httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield fake
-    fake.httpd.shutdown()
-    fake.httpd.server_close()
-    thread.join(5)
+    with ChatServer.running() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -26,8 +26,9 @@ pytestmark = [
     ),
 ]
 
-# The final tables of the study: what a reader of the paper gets, byte for byte.
-FINAL = ["results/tables", "results/asr", "results/analysis", "results/reasoning/capability.csv"]
+# What a reader of the study gets, byte for byte: tables, figures and the paper.
+FINAL = ["results/tables", "results/asr", "results/analysis", "results/reasoning/capability.csv",
+         "results/figures", "results/paper/main.pdf"]
 
 # Settings of the throwaway cluster, not of the profile: it has no accounting database, so job
 # states come from squeue (MinJobAge=3600 keeps finished jobs visible) and there is no account.
@@ -69,7 +70,7 @@ def test_every_compute_job_went_through_slurm(slurm_run):
     assert len(submitted) == planned - local == len(set(submitted))
 
 
-def test_slurm_run_tables_equal_the_local_run(slurm_run, default_run):
+def test_slurm_run_results_equal_the_local_run(slurm_run, default_run):
     root, _ = slurm_run
     ours, theirs = files_under(root, FINAL), files_under(default_run, FINAL)
     assert ours == theirs
