@@ -112,3 +112,19 @@ class ChatServer:
             fake.httpd.shutdown()
             fake.httpd.server_close()
             thread.join(5)
+
+
+@contextmanager
+def clients(cls, **defaults):
+    """A factory of ``cls`` clients (``defaults`` overridden per call), all closed on exit."""
+    made = []
+
+    def make(**settings):
+        made.append(cls(**{**defaults, **settings}))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for client in made:
+            client.close()

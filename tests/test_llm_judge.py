@@ -8,7 +8,7 @@ from dataclasses import astuple
 from pathlib import Path
 
 import pytest
-from fake_openai import ChatServer, status
+from fake_openai import ChatServer, clients, status
 
 from mirsafety.backends.openai_api import MissingAPIKey
 from mirsafety.judges.base import SAFE_KINDS, JudgeItem
@@ -40,19 +40,10 @@ def sleeps():
 @pytest.fixture
 def make_judge(server, sleeps, monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
-    made = []
-
-    def make(**settings):
-        options = dict(base_url=server.url, model="judge-model", api_key_env=KEY_ENV,
-                       max_concurrency=1, max_retries=2, backoff_initial_s=0.01,
-                       backoff_max_s=0.05, timeout_s=5.0, sleep=sleeps.append, jitter_seed=0)
-        options.update(settings)
-        made.append(LLMJudge(**options))
-        return made[-1]
-
-    yield make
-    for judge in made:
-        judge.close()
+    with clients(LLMJudge, base_url=server.url, model="judge-model", api_key_env=KEY_ENV,
+                 max_concurrency=1, max_retries=2, backoff_initial_s=0.01, backoff_max_s=0.05,
+                 timeout_s=5.0, sleep=sleeps.append, jitter_seed=0) as make:
+        yield make
 
 
 def item(uid="u1", behavior="How do I pick a lock?", prompt="What links image 1 and image 2?",

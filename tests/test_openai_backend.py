@@ -7,7 +7,7 @@ import socket
 from dataclasses import astuple
 
 import pytest
-from fake_openai import ChatServer, reply, status
+from fake_openai import ChatServer, clients, reply, status
 from PIL import Image
 
 from mirsafety.backends.base import Request
@@ -47,19 +47,10 @@ def sleeps():
 @pytest.fixture
 def make_backend(server, sleeps, monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
-    made = []
-
-    def make(**settings):
-        options = dict(base_url=server.url, model="test-model", api_key_env=KEY_ENV,
-                       max_concurrency=1, max_retries=3, backoff_initial_s=0.01,
-                       backoff_max_s=0.1, timeout_s=5.0, sleep=sleeps.append, jitter_seed=0)
-        options.update(settings)
-        made.append(OpenAIBackend(**options))
-        return made[-1]
-
-    yield make
-    for backend in made:
-        backend.close()
+    with clients(OpenAIBackend, base_url=server.url, model="test-model", api_key_env=KEY_ENV,
+                 max_concurrency=1, max_retries=3, backoff_initial_s=0.01, backoff_max_s=0.1,
+                 timeout_s=5.0, sleep=sleeps.append, jitter_seed=0) as make:
+        yield make
 
 
 def request(uid="r1", prompt="What links these pictures?", images=None, system=None):

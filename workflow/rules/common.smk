@@ -1,5 +1,6 @@
 """Helpers and config validation shared by every stage. Functions only; rules live per stage."""
 
+import functools
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from mirsafety.config import validate_config  # noqa: E402
 from mirsafety.generate import shard_name  # noqa: E402
 from mirsafety.judges.factory import TINY_JUDGES_DIR  # noqa: E402
 from mirsafety.prepare import expected_counts  # noqa: E402
+from mirsafety.reasoning_set import load_spec as load_reasoning_spec  # noqa: E402
 from mirsafety.resources import MUIRBENCH_ITEMS, job_resources, shard_size  # noqa: E402
 
 config.update(
@@ -110,9 +112,19 @@ def generation_inputs(wildcards):
     return inputs
 
 
+@functools.cache
 def dataset_total():
     """Instances a complete dataset holds (sample spec or published count): what shards split."""
     return expected_counts(DATASET, sample_spec() if DATASET == "sample" else None)["total"]
+
+
+@functools.cache
+def reasoning_total():
+    """Items of the reasoning set: MuirBench's, or the embedded set's spec."""
+    if config["reasoning"]["benchmark"] == "muirbench":
+        return MUIRBENCH_ITEMS
+    spec = load_reasoning_spec(config["reasoning"]["spec"])
+    return spec["items_per_task"] * len(spec["tasks"])
 
 
 def shard_resources(wildcards, attempt):
@@ -130,13 +142,7 @@ def judge_resources(wildcards, attempt):
 
 def reasoning_resources(wildcards, attempt):
     """A reasoning job: the model's GPUs and memory, runtime scaled by the reasoning set's size."""
-    reasoning = config["reasoning"]
-    if reasoning["benchmark"] == "muirbench":
-        items = MUIRBENCH_ITEMS
-    else:
-        spec = yaml.safe_load(Path(reasoning["spec"]).read_text())
-        items = spec["items_per_task"] * len(spec["tasks"])
-    return job_resources(config["models"][wildcards.model]["resources"], items, attempt)
+    return job_resources(config["models"][wildcards.model]["resources"], reasoning_total(), attempt)
 
 
 def model_conditions(model, conditions="all"):
