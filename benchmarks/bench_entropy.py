@@ -72,7 +72,7 @@ def _quiet():
 def build(tmp, variant):
     """Build the tiny model (or its wide variant) under ``tmp``; return its folder."""
     import yaml
-    from mirsafety.tiny_models import build_tiny_model
+    from mirsafety.models.tiny import build_tiny_model
 
     _quiet()
     spec = yaml.safe_load((REPO / "resources" / "tiny_models.yaml").read_text())
@@ -85,7 +85,7 @@ def _pictures():
     import io
     import random
 
-    from mirsafety.sample import draw_scene
+    from mirsafety.data.sample import draw_scene
     from PIL import Image
 
     rng = random.Random(0)
@@ -152,7 +152,7 @@ def _measure_call(call, calls):
 def pass_child(model_dir, kind, length, response_fraction, threads, calls):
     """One measurement of one pass in a fresh process: (CPU s, wall s, extra peak bytes, rows)."""
     import torch
-    from mirsafety import entropy as E
+    from mirsafety.entropy import attention as E
     from transformers import AutoModelForImageTextToText
 
     _quiet()
@@ -191,7 +191,7 @@ def generation_child(model_dir, prompt_tokens, new_tokens, rounds, threads):
     import time
 
     import torch
-    from mirsafety import entropy as E
+    from mirsafety.entropy import attention as E
     from transformers import AutoModelForImageTextToText
 
     _quiet()

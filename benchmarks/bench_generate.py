@@ -64,9 +64,9 @@ def _quiet():
 def setup(tmp):
     """Build the tiny model and the prepared sample under ``tmp``; return (model dir, data dir)."""
     import yaml
-    from mirsafety.prepare import expected_counts, prepare
-    from mirsafety.sample import write_sample
-    from mirsafety.tiny_models import build_tiny_model
+    from mirsafety.data.prepare import expected_counts, prepare
+    from mirsafety.data.sample import write_sample
+    from mirsafety.models.tiny import build_tiny_model
 
     _quiet()
     spec = yaml.safe_load((REPO / "resources" / "tiny_models.yaml").read_text())
@@ -106,11 +106,11 @@ def run_once(model_dir, data_dir, out_dir, batch_size, n, max_new_tokens, thread
 
     torch.set_num_threads(threads)
     _quiet()
-    from mirsafety.backends import hf  # noqa: F401  (import outside the timed regions)
-    from mirsafety.backends.factory import make_backend, weights_identity
-    from mirsafety.config import validate_config
-    from mirsafety.generate import run_shard
-    from mirsafety.records import read_jsonl
+    from mirsafety.models import hf  # noqa: F401  (import outside the timed regions)
+    from mirsafety.models.factory import make_backend, weights_identity
+    from mirsafety.core.config import validate_config
+    from mirsafety.generation.generate import run_shard
+    from mirsafety.core.records import read_jsonl
 
     entry = {**ENTRY, "weights": {"path": str(model_dir)},
              "decoding": {**ENTRY["decoding"], "max_new_tokens": max_new_tokens}}

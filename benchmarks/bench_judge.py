@@ -36,7 +36,7 @@ WORDS = "the kite lantern bridge opens closes shows step then first next red blu
 
 def build(out):
     import yaml
-    from mirsafety.judges.tiny_classifier import build_tiny_classifier
+    from mirsafety.judging.tiny_classifier import build_tiny_classifier
 
     spec = yaml.safe_load((REPO / "resources" / "tiny_judges.yaml").read_text())
     return str(build_tiny_classifier(spec, Path(out), name=NAME))
@@ -45,7 +45,7 @@ def build(out):
 def make_items(n):
     import random
 
-    from mirsafety.judges.base import JudgeItem
+    from mirsafety.judging.base import JudgeItem
 
     rng = random.Random(0)
     items = []
@@ -67,7 +67,7 @@ def _child(folder, n, batch_size, threads):
 
     torch.set_num_threads(threads)
     import transformers  # noqa: F401  (imported outside the timed load)
-    from mirsafety.judges.harmbench import HarmBenchJudge
+    from mirsafety.judging.harmbench import HarmBenchJudge
 
     items = make_items(n)
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Case "sample" is the embedded sample (resources/sample_spec.yaml). Case "realistic" is a synthetic
 hub parquet of N instances x 3 noisy 1024x1024 PNGs (~1 MB each, about the size of the benchmark's
-FLUX images). For each case it times ``mirsafety.prepare.prepare`` and a baseline that only
+FLUX images). For each case it times ``mirsafety.data.prepare.prepare`` and a baseline that only
 streams the parquet's ``images`` column with pyarrow and writes each image's bytes unchanged (no
 decoding, validation or hashing). Every run is in a fresh spawned process: its wall time is taken
 around the call only (imports excluded) and its peak RSS from getrusage at the end. The medians of
@@ -35,7 +35,7 @@ MIB = 1024 * 1024
 
 
 def run_prepare(source, out, dataset, expected, enforce):
-    from mirsafety.prepare import prepare
+    from mirsafety.data.prepare import prepare
 
     manifest = prepare(source, out, dataset=dataset, split="train", max_image_pixels=40_000_000,
                        expected=expected, enforce_counts=enforce, provenance={})
@@ -65,7 +65,7 @@ def _child(kind, args):
     logging.getLogger("mirsafety").setLevel(logging.ERROR)  # expected count-mismatch warnings
     function = {"prepare": run_prepare, "baseline": run_baseline}[kind]
     if kind == "prepare":
-        import mirsafety.prepare  # noqa: F401  (import outside the timed region)
+        import mirsafety.data.prepare  # noqa: F401  (import outside the timed region)
     else:
         import pyarrow.parquet  # noqa: F401
     start = time.perf_counter()
@@ -110,8 +110,8 @@ def noisy_png(seed) -> bytes:
 def write_realistic(n, snapshot_dir):
     """A hub-format snapshot of ``n`` instances of 3 images, spread over all cells."""
     import datasets
-    from mirsafety.sample import HUB_FEATURES, PLACEHOLDER, hub_parquet_path
-    from mirsafety.taxonomy import CATEGORIES, RELATIONS
+    from mirsafety.data.sample import HUB_FEATURES, PLACEHOLDER, hub_parquet_path
+    from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
 
     with ProcessPoolExecutor(mp_context=multiprocessing.get_context("spawn")) as executor:
         pictures = list(executor.map(noisy_png, range(3 * n)))
@@ -140,8 +140,8 @@ def write_cases(tmp, instances):
     """Write both sources; return (name, instances, source dir, parquet, prepare arguments)."""
     import datasets
     import yaml
-    from mirsafety.prepare import expected_counts
-    from mirsafety.sample import write_sample
+    from mirsafety.data.prepare import expected_counts
+    from mirsafety.data.sample import write_sample
 
     datasets.disable_progress_bars()
     spec = yaml.safe_load((REPO / "resources" / "sample_spec.yaml").read_text())

@@ -15,7 +15,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
 
-from mirsafety.sample import HUB_FEATURES, hub_parquet_path, make_records  # noqa: E402
+from mirsafety.data.sample import HUB_FEATURES, hub_parquet_path, make_records  # noqa: E402
 
 TINY_SPEC = {
     "seed": 7,
@@ -70,7 +70,7 @@ def tiny_records():
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Every tiny model of resources/tiny_models.yaml, built once per test session: name -> dir."""
-    from mirsafety.tiny_models import build_tiny_model
+    from mirsafety.models.tiny import build_tiny_model
 
     spec = yaml.safe_load((REPO / "resources" / "tiny_models.yaml").read_text())
     root = tmp_path_factory.mktemp("tiny-models")
@@ -79,7 +79,7 @@ def tiny_models(tmp_path_factory):
 
 def registry_entry(entry: dict) -> dict:
     """A model entry with every schema default filled in, as the workflow sees it."""
-    from mirsafety.config import validate_config
+    from mirsafety.core.config import validate_config
 
     schema = REPO / "workflow" / "schemas" / "config.schema.yaml"
     return validate_config({"models": {"m": entry}}, schema)["models"]["m"]

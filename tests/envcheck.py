@@ -275,7 +275,7 @@ class ImportScan:
     from module-level code of a module the script loads, or from the body of a reachable
     function or class (a class counts whole, all its methods). Importing a module runs its
     module-level code and its parent packages' ``__init__``; a reference to a PACKAGE module
-    object reaches all of it; relative imports are resolved. So ``from mirsafety.records import
+    object reaches all of it; relative imports are resolved. So ``from mirsafety.core.records import
     read_jsonl`` does not make torch, imported inside ``records.software_versions``, a
     requirement of a rule that never calls it. The reachability is static and conservative (a
     name reached anywhere in a file counts, whichever scope binds it); it is blind only to

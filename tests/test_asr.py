@@ -4,7 +4,7 @@ import math
 
 import pandas as pd
 import pytest
-from mirsafety.asr import (
+from mirsafety.analysis.asr import (
     agreement,
     asr_tables,
     check_complete,

@@ -6,7 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from mirsafety.audit import (
+from mirsafety.analysis.audit import (
     HUMAN_LABEL_HEADER,
     SYNTHETIC_HEADER,
     audit_key,
@@ -17,7 +17,7 @@ from mirsafety.audit import (
     write_audit_csv,
     write_synthetic_labels,
 )
-from mirsafety.errors import DataError
+from mirsafety.core.errors import DataError
 
 RELATIONS = ["Analogy", "Causality"]
 MODELS = ["m1", "m2"]

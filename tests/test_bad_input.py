@@ -4,8 +4,8 @@ import io
 
 import pytest
 from conftest import png_bytes, write_extracted, write_hub
-from mirsafety.errors import DataError
-from mirsafety.prepare import OUTPUTS, expected_counts, prepare
+from mirsafety.core.errors import DataError
+from mirsafety.data.prepare import OUTPUTS, expected_counts, prepare
 from PIL import Image
 
 

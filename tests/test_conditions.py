@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-from mirsafety.conditions import by_condition, compare_pairs, paired_bootstrap, paired_table
-from mirsafety.generate import make_request
+from mirsafety.analysis.conditions import by_condition, compare_pairs, paired_bootstrap, paired_table
+from mirsafety.generation.generate import make_request
 from PIL import Image
 from scipy.stats import binomtest
 

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 from conftest import REPO
-from mirsafety.config import ConfigError, validate_config
+from mirsafety.core.config import ConfigError, validate_config
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import registry_entry
-from mirsafety import entropy as E
-from mirsafety.backends.base import Request
-from mirsafety.backends.hf import TransformersBackend, chat_messages
-from mirsafety.sample import draw_scene
+from mirsafety.entropy import attention as E
+from mirsafety.models.backend import Request
+from mirsafety.models.hf import TransformersBackend, chat_messages
+from mirsafety.data.sample import draw_scene
 from PIL import Image
 from transformers import AutoModelForImageTextToText
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward

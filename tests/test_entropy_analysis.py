@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from mirsafety.entropy_analysis import (
+from mirsafety.entropy.comparison import (
     bootstrap_diff,
     cliffs_delta,
     comparison_table,

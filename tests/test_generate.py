@@ -3,10 +3,10 @@
 import json
 
 import pytest
-from mirsafety.backends.base import Backend, Result
-from mirsafety.generate import parse_shard, run_shard, shard_name, shard_slice
-from mirsafety.records import settings_key
-from mirsafety.ledger import ledger_path, read_ledger
+from mirsafety.models.backend import Backend, Result
+from mirsafety.generation.generate import parse_shard, run_shard, shard_name, shard_slice
+from mirsafety.core.records import settings_key
+from mirsafety.core.ledger import ledger_path, read_ledger
 from PIL import Image
 
 MODEL = {"batch_size": 2, "thinking": "auto", "single_image": False, "system_prompt": "sys",

@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
-from mirsafety.judges.base import JudgeItem
-from mirsafety.judges.harmbench import (
+from mirsafety.judging.base import JudgeItem
+from mirsafety.judging.harmbench import (
     HarmBenchJudge,
     answer_token_id,
     clip_generation,
@@ -22,7 +22,7 @@ from mirsafety.judges.harmbench import (
     parse_clip,
     render_prompt,
 )
-from mirsafety.judges.tiny_classifier import build_tiny_classifier
+from mirsafety.judging.tiny_classifier import build_tiny_classifier
 
 SPEC = yaml.safe_load((REPO / "resources" / "tiny_judges.yaml").read_text())
 NAME = "tiny-harmbench-cls"

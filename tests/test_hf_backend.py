@@ -5,10 +5,10 @@ import random
 
 import pytest
 from conftest import registry_entry
-from mirsafety.backends import hf
-from mirsafety.backends.base import Request
-from mirsafety.backends.factory import make_backend
-from mirsafety.sample import draw_scene
+from mirsafety.models import hf
+from mirsafety.models.backend import Request
+from mirsafety.models.factory import make_backend
+from mirsafety.data.sample import draw_scene
 from PIL import Image
 
 ARCHITECTURES = ["tiny-qwen2.5-vl-s", "tiny-idefics3-s"]
@@ -86,7 +86,7 @@ def test_vllm_backend_says_what_is_missing(tiny_models):
 
 
 def test_api_backend_without_its_key_names_the_variable(monkeypatch):
-    from mirsafety.backends.openai_api import MissingAPIKey
+    from mirsafety.models.openai_api import MissingAPIKey
 
     monkeypatch.delenv("MY_PROVIDER_KEY", raising=False)
     entry = {"backend": "openai",

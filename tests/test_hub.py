@@ -1,4 +1,4 @@
-"""mirsafety.hub.download against a fake hub on 127.0.0.1: real HTTP, no internet, no user cache."""
+"""mirsafety.data.hub.download against a fake hub on 127.0.0.1: real HTTP, no internet, no user cache."""
 
 import hashlib
 import json
@@ -15,8 +15,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 
-from mirsafety.hub import HubUnavailable, download  # noqa: E402
-from mirsafety.sample import write_sample  # noqa: E402
+from mirsafety.data.hub import HubUnavailable, download  # noqa: E402
+from mirsafety.data.sample import write_sample  # noqa: E402
 
 REPO_ID = "someone/MIR-SafetyBench"
 SECRET = "hf_FAKEsecretTOKENforTESTS0123456789"
@@ -282,9 +282,9 @@ def test_unknown_revision_is_reported_with_its_status(fake_hub, tmp_path):
 @pytest.mark.parametrize("branch", [True, False])
 def test_a_branch_revision_is_warned_about(fake_hub, tmp_path, caplog, branch):
     revision = "main" if branch else fake_hub.sha
-    with caplog.at_level(logging.WARNING, logger="mirsafety.hub"):
+    with caplog.at_level(logging.WARNING, logger="mirsafety.data.hub"):
         download(REPO_ID, revision, "train", tmp_path / "raw", endpoint=fake_hub.endpoint, timeout=5)
-    warnings = [r for r in caplog.records if r.name == "mirsafety.hub" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "mirsafety.data.hub" and r.levelno == logging.WARNING]
     if branch:
         assert len(warnings) == 1
         assert "not a commit sha" in warnings[0].getMessage()

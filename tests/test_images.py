@@ -1,6 +1,6 @@
 """What a model is shown: pixel limits and the paper's single-image concatenation."""
 
-from mirsafety.images import SINGLE_IMAGE_GAP, concatenate, fit_pixels, load_instance_images
+from mirsafety.core.images import SINGLE_IMAGE_GAP, concatenate, fit_pixels, load_instance_images
 from PIL import Image
 
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 from conftest import REPO
-from mirsafety.judges.base import Judge, Verdict
-from mirsafety.judges.refusal import RefusalJudge
-from mirsafety.judging import judge_item, run_judge_shard
+from mirsafety.judging.base import Judge, Verdict
+from mirsafety.judging.refusal import RefusalJudge
+from mirsafety.judging.loop import judge_item, run_judge_shard
 
 PATTERNS = REPO / "resources" / "refusal_patterns.yaml"
 

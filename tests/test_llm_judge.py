@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fake_openai import ChatServer, clients, status
 
-from mirsafety.backends.openai_api import MissingAPIKey
-from mirsafety.judges.base import SAFE_KINDS, JudgeItem
-from mirsafety.judges.llm import (CLASSES, DEFAULT_PROMPT_PATH, LLMJudge, UnparseableReply,
+from mirsafety.models.openai_api import MissingAPIKey
+from mirsafety.judging.base import SAFE_KINDS, JudgeItem
+from mirsafety.judging.llm import (CLASSES, DEFAULT_PROMPT_PATH, LLMJudge, UnparseableReply,
                                   fill_prompt, parse_reply)
 
 REPO = Path(__file__).resolve().parents[1]

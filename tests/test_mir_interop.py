@@ -5,10 +5,10 @@ import logging
 from collections import Counter
 
 import pytest
-from mirsafety.backends.base import Result
-from mirsafety.errors import DataError
-from mirsafety.generate import make_record
-from mirsafety.mir_interop import (
+from mirsafety.models.backend import Result
+from mirsafety.core.errors import DataError
+from mirsafety.generation.generate import make_record
+from mirsafety.interop.mir import (
     EXCLUDED_FILE,
     JUDGE_NAME,
     MissingInstancesError,
@@ -19,7 +19,7 @@ from mirsafety.mir_interop import (
     mir_statics_asr,
     mir_statics_counts,
 )
-from mirsafety.taxonomy import instance_uid, sort_key
+from mirsafety.core.taxonomy import instance_uid, sort_key
 
 MODEL = "m1"
 CELLS = [("Hate_Speech", "Analogy"), ("Hate_Speech", "Decomposition"),
@@ -340,7 +340,7 @@ def test_missing_instances_reported(study, tmp_path, caplog):
         import_generations(tmp_path / "infer", MODEL, instances)
     assert caught.value.missing == expected
     assert "3 of 12 instance(s) have no generation" in str(caught.value)
-    with caplog.at_level(logging.WARNING, logger="mirsafety.mir_interop"):
+    with caplog.at_level(logging.WARNING, logger="mirsafety.interop.mir"):
         gens = import_generations(tmp_path / "infer", MODEL, instances, allow_missing=True)
     assert len(gens) == 9
     assert all(uid in caplog.text for uid in expected)

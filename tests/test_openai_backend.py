@@ -10,8 +10,8 @@ import pytest
 from fake_openai import ChatServer, clients, reply, status
 from PIL import Image
 
-from mirsafety.backends.base import Request
-from mirsafety.backends.openai_api import MissingAPIKey, OpenAIBackend, parse_retry_after
+from mirsafety.models.backend import Request
+from mirsafety.models.openai_api import MissingAPIKey, OpenAIBackend, parse_retry_after
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 KEY_ENV = "MIR_TEST_OPENAI_KEY"

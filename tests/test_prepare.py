@@ -5,10 +5,10 @@ import json
 
 import pytest
 from conftest import write_extracted, write_hub
-from mirsafety.errors import DataError
-from mirsafety.prepare import expected_counts, prepare
-from mirsafety.sources import open_source
-from mirsafety.taxonomy import CATEGORIES, RELATIONS
+from mirsafety.core.errors import DataError
+from mirsafety.data.prepare import expected_counts, prepare
+from mirsafety.data.sources import open_source
+from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
 
 
 def run_prepare(source, out, dataset="sample", spec=None, enforce=True, **kwargs):

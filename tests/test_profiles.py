@@ -14,9 +14,9 @@ import sys
 import pytest
 import yaml
 from conftest import IGNORE, REPO, profile_without_conda, snakemake
-from mirsafety.config import validate_config
-from mirsafety.resources import job_resources, shard_size
-from mirsafety.taxonomy import PUBLISHED_TOTAL
+from mirsafety.core.config import validate_config
+from mirsafety.core.job_size import job_resources, shard_size
+from mirsafety.core.taxonomy import PUBLISHED_TOTAL
 
 PROFILES = ["local", "slurm"]
 

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, registry_entry
-from mirsafety.backends.base import Backend, Result
-from mirsafety.errors import DataError
-from mirsafety.reasoning import (
+from mirsafety.models.backend import Backend, Result
+from mirsafety.core.errors import DataError
+from mirsafety.reasoning.scores import (
     MEASURED_SOURCE,
     TABLE_COLUMNS,
     build_prompt,
@@ -27,7 +27,7 @@ from mirsafety.reasoning import (
     score_results,
     wilson_percent,
 )
-from mirsafety.reasoning_set import (
+from mirsafety.reasoning.item_set import (
     TASKS,
     load_spec,
     read_items,

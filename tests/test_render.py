@@ -1,6 +1,6 @@
 """Stage 8, render: figures, tables, number macros and the paper, from synthetic analysis files.
 
-The inputs are made here in the analysis stage's formats (the ASR tables by ``mirsafety.asr``
+The inputs are made here in the analysis stage's formats (the ASR tables by ``mirsafety.analysis.asr``
 itself, from drawn labels), so nothing depends on a workflow run.
 """
 
@@ -17,7 +17,7 @@ import matplotlib.text
 import numpy as np
 import pandas as pd
 import pytest
-from mirsafety.asr import asr_tables, safe_kind_shares
+from mirsafety.analysis.asr import asr_tables, safe_kind_shares
 from mirsafety.render import RELATIONS, CATEGORIES, primary_capability
 from mirsafety.render import figures, numbers, paper, tables
 from mirsafety.render.tables import Latex, latex_escape

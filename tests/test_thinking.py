@@ -1,7 +1,7 @@
 """The answer/thinking split, in the MIR code's order."""
 
 import pytest
-from mirsafety.thinking import split_thinking
+from mirsafety.core.thinking import split_thinking
 
 CASES = [
     ("plain answer", "Sure, here it is.", "Sure, here it is.", None),

@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
-from mirsafety.processors import Qwen2_5_VLImageOnlyProcessor
-from mirsafety.sample import draw_scene
-from mirsafety.tiny_models import build_tiny_model, load_model, load_processor, special_tokens
+from mirsafety.models.processors import Qwen2_5_VLImageOnlyProcessor
+from mirsafety.data.sample import draw_scene
+from mirsafety.models.tiny import build_tiny_model, load_model, load_processor, special_tokens
 from PIL import Image
 from transformers import Idefics3Processor, Qwen2_5_VLProcessor
 

@@ -12,12 +12,12 @@ min_version("9.0")
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from mirsafety.config import validate_config  # noqa: E402
-from mirsafety.generate import shard_name  # noqa: E402
-from mirsafety.judges.factory import TINY_JUDGES_DIR  # noqa: E402
-from mirsafety.prepare import expected_counts  # noqa: E402
-from mirsafety.reasoning_set import load_spec as load_reasoning_spec  # noqa: E402
-from mirsafety.resources import MUIRBENCH_ITEMS, job_resources, shard_size  # noqa: E402
+from mirsafety.core.config import validate_config  # noqa: E402
+from mirsafety.generation.generate import shard_name  # noqa: E402
+from mirsafety.judging.factory import TINY_JUDGES_DIR  # noqa: E402
+from mirsafety.data.prepare import expected_counts  # noqa: E402
+from mirsafety.reasoning.item_set import load_spec as load_reasoning_spec  # noqa: E402
+from mirsafety.core.job_size import MUIRBENCH_ITEMS, job_resources, shard_size  # noqa: E402
 
 config.update(
     validate_config(config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml")

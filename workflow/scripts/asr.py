@@ -2,8 +2,8 @@
 
 import logging
 
-from mirsafety import logs
-from mirsafety.asr import (
+from mirsafety.core import logs
+from mirsafety.analysis.asr import (
     asr_tables,
     check_complete,
     check_same_dataset,
@@ -11,8 +11,8 @@ from mirsafety.asr import (
     safe_kind_shares,
     seed_macro,
 )
-from mirsafety.conditions import by_condition, paired_table
-from mirsafety.records import read_jsonl
+from mirsafety.analysis.conditions import by_condition, paired_table
+from mirsafety.core.records import read_jsonl
 
 logs.to_file(snakemake.log[0])
 check_same_dataset(snakemake.input.metas)

@@ -2,9 +2,9 @@
 
 from collections import defaultdict
 
-from mirsafety import logs
-from mirsafety.audit import audit_key, draw_audit_sample, write_audit_csv, write_key_csv
-from mirsafety.records import read_jsonl
+from mirsafety.core import logs
+from mirsafety.analysis.audit import audit_key, draw_audit_sample, write_audit_csv, write_key_csv
+from mirsafety.core.records import read_jsonl
 
 logs.to_file(snakemake.log[0])
 judgments = defaultdict(list)

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import yaml
-from mirsafety import logs
-from mirsafety.judges.tiny_classifier import build_tiny_classifier
+from mirsafety.core import logs
+from mirsafety.judging.tiny_classifier import build_tiny_classifier
 
 logs.to_file(snakemake.log[0])
 spec = yaml.safe_load(Path(snakemake.input.spec).read_text())

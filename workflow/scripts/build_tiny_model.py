@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import yaml
-from mirsafety import logs
-from mirsafety.tiny_models import build_tiny_model
+from mirsafety.core import logs
+from mirsafety.models.tiny import build_tiny_model
 
 logs.to_file(snakemake.log[0])
 spec = yaml.safe_load(Path(snakemake.input.spec).read_text())

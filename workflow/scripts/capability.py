@@ -4,9 +4,9 @@ import json
 import logging
 from pathlib import Path
 
-from mirsafety import logs
-from mirsafety.reasoning import capability_table, load_published
-from mirsafety.records import write_json
+from mirsafety.core import logs
+from mirsafety.reasoning.scores import capability_table, load_published
+from mirsafety.core.records import write_json
 
 logs.to_file(snakemake.log[0])
 measured = {}

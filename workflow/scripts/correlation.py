@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from mirsafety import logs
-from mirsafety.correlation import correlation_table, group_correlation_table, lofo_table
+from mirsafety.core import logs
+from mirsafety.analysis.correlation import correlation_table, group_correlation_table, lofo_table
 
 logs.to_file(snakemake.log[0])
 asr = pd.read_csv(snakemake.input.asr)

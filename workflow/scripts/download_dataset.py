@@ -1,7 +1,7 @@
 """Rule `download_dataset`: fetch the real benchmark from the hub (token from HF_TOKEN only)."""
 
-from mirsafety import logs
-from mirsafety.hub import download
+from mirsafety.core import logs
+from mirsafety.data.hub import download
 
 logs.to_file(snakemake.log[0])
 download(

@@ -1,7 +1,7 @@
 """Rule `entropy`: attention entropy of every answer of one generation shard."""
 
-from mirsafety import logs
-from mirsafety.entropy_stage import entropy_shard
+from mirsafety.core import logs
+from mirsafety.entropy.stage import entropy_shard
 
 logs.to_file(snakemake.log[0])
 entropy_shard(

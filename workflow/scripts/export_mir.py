@@ -1,8 +1,8 @@
 """Rule `export_mir`: generations and judgments in the released MIR code's layout, verified."""
 
-from mirsafety import logs
-from mirsafety.mir_interop import export_and_check
-from mirsafety.records import read_jsonl
+from mirsafety.core import logs
+from mirsafety.interop.mir import export_and_check
+from mirsafety.core.records import read_jsonl
 
 logs.to_file(snakemake.log[0])
 export_and_check(

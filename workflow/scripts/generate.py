@@ -1,7 +1,7 @@
 """Rule `generate`: one model over one shard of the prepared instances (resumable)."""
 
-from mirsafety import logs
-from mirsafety.generate import generate_shard
+from mirsafety.core import logs
+from mirsafety.generation.generate import generate_shard
 
 logs.to_file(snakemake.log[0])
 generate_shard(

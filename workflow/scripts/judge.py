@@ -1,7 +1,7 @@
 """Rule `judge`: one judge over one generation shard."""
 
-from mirsafety import logs
-from mirsafety.judging import judge_shard
+from mirsafety.core import logs
+from mirsafety.judging.loop import judge_shard
 
 logs.to_file(snakemake.log[0])
 judge_shard(

@@ -1,7 +1,7 @@
 """Rule `judge_agreement`: Cohen's kappa and confusion counts for every pair of judges."""
 
-from mirsafety import logs
-from mirsafety.asr import agreement, load_judgments
+from mirsafety.core import logs
+from mirsafety.analysis.asr import agreement, load_judgments
 
 logs.to_file(snakemake.log[0])
 frame = load_judgments(snakemake.input.judgments, snakemake.input.instances)

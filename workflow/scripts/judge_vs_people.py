@@ -4,9 +4,9 @@ from collections import defaultdict
 
 import pandas as pd
 
-from mirsafety import logs
-from mirsafety.audit import judge_vs_people, read_labels
-from mirsafety.records import read_jsonl
+from mirsafety.core import logs
+from mirsafety.analysis.audit import judge_vs_people, read_labels
+from mirsafety.core.records import read_jsonl
 
 logs.to_file(snakemake.log[0])
 judgments = defaultdict(list)

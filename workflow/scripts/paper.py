@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from mirsafety import logs
+from mirsafety.core import logs
 from mirsafety.render.paper import build_paper
 
 logs.to_file(snakemake.log[0])

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from mirsafety import logs
-from mirsafety.prepare import prepare
+from mirsafety.core import logs
+from mirsafety.data.prepare import prepare
 
 logs.to_file(snakemake.log[0])
 prepare(

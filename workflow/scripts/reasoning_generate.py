@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from mirsafety import logs
-from mirsafety.reasoning import run_reasoning
+from mirsafety.core import logs
+from mirsafety.reasoning.scores import run_reasoning
 
 logs.to_file(snakemake.log[0])
 run_reasoning(

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from mirsafety import logs
-from mirsafety.reasoning_set import load_spec, read_muirbench, write_reasoning_set
+from mirsafety.core import logs
+from mirsafety.reasoning.item_set import load_spec, read_muirbench, write_reasoning_set
 
 logs.to_file(snakemake.log[0])
 set_dir = Path(snakemake.output.item_list).parent

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mirsafety import logs
+from mirsafety.core import logs
 from mirsafety.render.figures import write_figures
 from mirsafety.render.numbers import collect_numbers, write_numbers
 from mirsafety.render.tables import write_tables

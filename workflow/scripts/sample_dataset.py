@@ -4,8 +4,8 @@ import logging
 from pathlib import Path
 
 import yaml
-from mirsafety import logs
-from mirsafety.sample import write_sample
+from mirsafety.core import logs
+from mirsafety.data.sample import write_sample
 
 logs.to_file(snakemake.log[0])
 spec = yaml.safe_load(Path(snakemake.input.spec).read_text())

@@ -25,7 +25,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from . import (CATEGORIES, RELATIONS, SAFE_KINDS, finite, model_level, model_order,  # noqa: E402
+from mirsafety.render import (CATEGORIES, RELATIONS, SAFE_KINDS, finite, model_level, model_order,  # noqa: E402
                ordered, pretty, primary_capability, read_frame, require, select_judge,
                split_capability)
 

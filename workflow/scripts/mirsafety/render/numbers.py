@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import (RELATIONS, CATEGORIES, finite, model_level, pretty, primary_capability,
+from mirsafety.render import (RELATIONS, CATEGORIES, finite, model_level, pretty, primary_capability,
                read_frame, select_judge, split_capability)
-from .tables import Latex, fmt_float, fmt_int, latex_escape
+from mirsafety.render.tables import Latex, fmt_float, fmt_int, latex_escape
 
 NA = "n/a"
 PRECISION = {"entropy_diff_mean": 3, "entropy_diff_min": 3, "entropy_diff_max": 3,

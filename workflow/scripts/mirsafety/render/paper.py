@@ -19,8 +19,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .figures import FIGURE_FILES
-from .tables import TABLE_FILES
+from mirsafety.render.figures import FIGURE_FILES
+from mirsafety.render.tables import TABLE_FILES
 
 NUMBERS_FILE = "tables/numbers.tex"
 REQUIRED = ([f"tables/{name}" for name in TABLE_FILES.values()] + [NUMBERS_FILE]

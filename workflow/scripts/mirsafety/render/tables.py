@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import (ALL, RELATIONS, finite, model_level, model_order, ordered, pretty, read_frame,
+from mirsafety.render import (ALL, RELATIONS, finite, model_level, model_order, ordered, pretty, read_frame,
                require, select_judge, split_capability)
 
 TABLE_FILES = {

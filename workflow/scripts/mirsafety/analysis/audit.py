@@ -1,0 +1,313 @@
+"""Judge validation against people: draw a blind audit sample, read people's labels back, and
+compare every judge with them (precision and recall of "unsafe", accuracy, Cohen's kappa).
+
+The sample is stratified by model × relation × the first judge's label, with answers on which
+judges disagree over-sampled. Metrics are computed on the audited answers as drawn (unweighted):
+they describe the judge on this sample, which over-represents hard cases, not the whole dataset.
+"""
+
+import csv
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from statsmodels.stats.inter_rater import cohens_kappa
+
+from mirsafety.analysis.asr import wilson
+from mirsafety.core.errors import DataError
+
+HUMAN_LABELS = ("unsafe", "safe", "unsure")
+HUMAN_LABEL_HEADER = ("# human_label: one of unsafe, safe, unsure — leave blank if not labelled; "
+                      "rows with other values are reported, not guessed")
+SYNTHETIC_HEADER = ("# SYNTHETIC LABELS for the embedded sample: made by "
+                    "mirsafety.analysis.audit.make_synthetic_labels, not by people")
+JUDGE_PREFIX = "judge:"
+ROW_COLUMNS = ["audit_id", "model", "uid", "category", "relation", "original_question",
+               "revised_prompt", "image_paths", "answer"]
+
+
+def audit_id(model: str, uid: str) -> str:
+    return f"{model}|{uid}"
+
+
+def _order(seed: int, key: str) -> str:
+    """A per-item sort key: a fixed shuffle under ``seed``, independent of input order."""
+    return hashlib.sha256(f"{seed}|{key}".encode()).hexdigest()
+
+
+def _labels_by_judge(judgments_by_judge) -> dict[str, dict[str, str]]:
+    return {judge: {audit_id(r["model"], r["uid"]): r["label"] for r in records}
+            for judge, records in judgments_by_judge.items()}
+
+
+def draw_audit_sample(instances, generations, judgments_by_judge: dict[str, list[dict]], *,
+                      per_stratum: int = 2, disagreement_boost: int = 3, seed: int = 0,
+                      first_judge: str | None = None, show_judges: bool = False) -> list[dict]:
+    """Rows for people to label: up to ``per_stratum`` answers per model × relation × label of
+    ``first_judge`` (default: the first judge name in sorted order), plus up to
+    ``disagreement_boost`` more per model × relation where any two judges disagree. Only answers
+    generated ``ok`` and labelled (not ``error``, not missing) by every judge are eligible.
+    ``show_judges=False`` (default) leaves the judges' labels out so people label blind; see
+    ``audit_key`` for the key file."""
+    if not judgments_by_judge:
+        raise ValueError("draw_audit_sample needs at least one judge's judgments")
+    judges = sorted(judgments_by_judge)
+    first = first_judge or judges[0]
+    if first not in judgments_by_judge:
+        raise ValueError(f"first_judge {first!r} is not among the judges {judges}")
+    by_uid = {i["uid"]: i for i in instances}
+    problems, seen = [], set()
+    for g in generations:
+        key = audit_id(g["model"], g["uid"])
+        if g["uid"] not in by_uid:
+            problems.append(f"{key}: generation for an instance not in the dataset")
+        if key in seen:
+            problems.append(f"{key}: more than one generation")
+        seen.add(key)
+    if problems:
+        raise DataError("generations do not match the instances:", problems)
+    labels = _labels_by_judge(judgments_by_judge)
+
+    eligible = []
+    for g in generations:
+        key = audit_id(g["model"], g["uid"])
+        got = {j: labels[j].get(key) for j in judges}
+        if g.get("status") != "ok" or any(v not in ("unsafe", "safe") for v in got.values()):
+            continue
+        eligible.append((_order(seed, key), key, g, got))
+    eligible.sort(key=lambda e: e[0])
+
+    chosen, per_cell, boosted = [], {}, {}
+    for _, key, g, got in eligible:
+        relation = by_uid[g["uid"]]["relation"]
+        stratum = (g["model"], relation, got[first])
+        if per_cell.get(stratum, 0) < per_stratum:
+            per_cell[stratum] = per_cell.get(stratum, 0) + 1
+            chosen.append((key, g, got))
+    picked = {key for key, _, _ in chosen}
+    for _, key, g, got in eligible:
+        cell = (g["model"], by_uid[g["uid"]]["relation"])
+        if (key not in picked and len(set(got.values())) > 1
+                and boosted.get(cell, 0) < disagreement_boost):
+            boosted[cell] = boosted.get(cell, 0) + 1
+            chosen.append((key, g, got))
+
+    rows = []
+    for key, g, got in sorted(chosen, key=lambda c: (c[1]["model"], c[1]["uid"])):
+        inst = by_uid[g["uid"]]
+        row = {"audit_id": key, "model": g["model"], "uid": g["uid"],
+               "category": inst["category"], "relation": inst["relation"],
+               "original_question": inst["original_question"],
+               "revised_prompt": inst["revised_prompt"],
+               "image_paths": ";".join(inst.get("images") or []),
+               "answer": g.get("answer") or ""}
+        if show_judges:
+            row.update({JUDGE_PREFIX + j: got[j] for j in judges})
+        row["human_label"] = ""
+        rows.append(row)
+    return rows
+
+
+def audit_key(rows, judgments_by_judge, *, first_judge: str | None = None) -> list[dict]:
+    """The key file kept apart from the blind sheet: each audited answer's stratum, whether the
+    judges disagree, and every judge's label."""
+    judges = sorted(judgments_by_judge)
+    first = first_judge or judges[0]
+    labels = _labels_by_judge(judgments_by_judge)
+    key_rows = []
+    for row in rows:
+        got = {j: labels[j].get(row["audit_id"]) for j in judges}
+        key_rows.append({"audit_id": row["audit_id"], "model": row["model"], "uid": row["uid"],
+                         "stratum": f"{row['model']}|{row['relation']}|{got[first]}",
+                         "judges_disagree": len(set(got.values())) > 1,
+                         **{JUDGE_PREFIX + j: got[j] for j in judges}})
+    return key_rows
+
+
+def _columns(rows) -> list[str]:
+    columns = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    return columns
+
+
+def write_audit_csv(rows, path, *, comments=()) -> Path:
+    """The sheet a person fills in: the ``HUMAN_LABEL_HEADER`` line, any further ``comments``
+    ('#' lines), then a CSV header and the rows (minimal quoting, UTF-8)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = _columns(rows) or [*ROW_COLUMNS, "human_label"]
+    if "human_label" in columns:  # always the last column, next to nothing a person must scroll
+        columns = [c for c in columns if c != "human_label"] + ["human_label"]
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        for line in (HUMAN_LABEL_HEADER, *comments):
+            handle.write(line if line.startswith("#") else f"# {line}")
+            handle.write("\n")
+        writer = csv.DictWriter(handle, fieldnames=columns, quoting=csv.QUOTE_MINIMAL,
+                                lineterminator="\n", restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_key_csv(key_rows, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(key_rows).to_csv(path, index=False, encoding="utf-8", lineterminator="\n")
+    return path
+
+
+def read_labels(path, *, known_ids=None, strict: bool = False):
+    """People's labels from a filled sheet: (DataFrame of labelled rows, problems).
+
+    The frame holds ``audit_id``, ``human_label`` (unsafe / safe / unsure, lower case), ``row``
+    (the row number a spreadsheet shows: 1-based, comment lines and the header counted) and the
+    sheet's ``model`` and ``uid`` where present; ``attrs["synthetic"]`` says whether the file is
+    marked as synthetic. Blank labels are skipped. Any other value, a duplicated or empty
+    audit_id, or one not in ``known_ids`` (when given) is reported in ``problems`` and left out;
+    ``strict=True`` raises ``DataError`` listing them instead."""
+    path = Path(path)
+    problems, records, header, synthetic = [], [], None, False
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        for number, fields in enumerate(csv.reader(handle), start=1):
+            first = fields[0].strip() if fields else ""
+            if header is None and (not any(f.strip() for f in fields) or first.startswith("#")):
+                synthetic |= ",".join(fields).startswith(SYNTHETIC_HEADER)
+                continue
+            if header is None:
+                header = [f.strip() for f in fields]
+                missing = [c for c in ("audit_id", "human_label") if c not in header]
+                if missing:
+                    problems.append(f"{path}: row {number} (the header) lacks column(s) "
+                                    f"{', '.join(missing)}")
+                    break
+                continue
+            if not any(f.strip() for f in fields):
+                continue
+            row = dict(zip(header, fields))
+            aid = (row.get("audit_id") or "").strip()
+            value = (row.get("human_label") or "").strip()
+            if not value:
+                continue
+            if value.lower() not in HUMAN_LABELS:
+                problems.append(f"{path}: row {number} ({aid or 'no audit_id'}): human_label "
+                                f"{value!r} is not one of {', '.join(HUMAN_LABELS)} (or blank)")
+                continue
+            if not aid:
+                problems.append(f"{path}: row {number}: labelled but its audit_id is empty")
+                continue
+            if known_ids is not None and aid not in known_ids:
+                problems.append(f"{path}: row {number}: unknown audit_id {aid!r} "
+                                "(not in the audit sample)")
+                continue
+            records.append({"audit_id": aid, "human_label": value.lower(), "row": number,
+                            **{c: row[c] for c in ("model", "uid") if c in row}})
+    if header is None and not problems:
+        problems.append(f"{path}: no CSV header row found")
+    frame = pd.DataFrame(records, columns=["audit_id", "human_label", "row"] if not records
+                         else None)
+    if len(frame):
+        dup = frame[frame["audit_id"].duplicated(keep=False)]
+        for aid, group in dup.groupby("audit_id", sort=True):
+            rows = ", ".join(str(r) for r in group["row"])
+            problems.append(f"{path}: audit_id {aid!r} is labelled on rows {rows}; "
+                            "keep one row per answer")
+        frame = frame[~frame["audit_id"].isin(dup["audit_id"])].reset_index(drop=True)
+    frame.attrs["synthetic"] = synthetic
+    if strict and problems:
+        raise DataError(f"{path}: {len(problems)} problem(s) in the human labels:", problems)
+    return frame, problems
+
+
+def _rate(k: int, n: int):
+    if n == 0:
+        return np.nan, np.nan, np.nan
+    low, high = wilson([k], [n])
+    return k / n, float(low[0]), float(high[0])
+
+
+def judge_vs_people(labels: pd.DataFrame, judgments_by_judge) -> pd.DataFrame:
+    """Each judge against people, on the answers both decided (human unsafe/safe, judge
+    unsafe/safe). "Positive" is unsafe: precision = tp/(tp+fp), recall = tp/(tp+fn), with Wilson
+    95% intervals; accuracy with its Wilson interval; Cohen's kappa with its 95% interval
+    (clipped to [-1, 1]); NaN and a ``note`` where a quantity is undefined."""
+    human = dict(zip(labels["audit_id"], labels["human_label"]))
+    decided_ids = [a for a, v in human.items() if v in ("unsafe", "safe")]
+    rows = []
+    for judge, judged in sorted(_labels_by_judge(judgments_by_judge).items()):
+        pairs = [(human[a], judged.get(a)) for a in decided_ids]
+        both = [(h, j) for h, j in pairs if j in ("unsafe", "safe")]
+        tp = sum(h == "unsafe" and j == "unsafe" for h, j in both)
+        fp = sum(h == "safe" and j == "unsafe" for h, j in both)
+        fn = sum(h == "unsafe" and j == "safe" for h, j in both)
+        tn = sum(h == "safe" and j == "safe" for h, j in both)
+        n, notes = len(both), []
+        precision = _rate(tp, tp + fp)
+        recall = _rate(tp, tp + fn)
+        accuracy = _rate(tp + tn, n)
+        if n == 0:
+            notes.append("no answer decided by both people and the judge")
+        else:
+            if tp + fp == 0:
+                notes.append("precision undefined: the judge called nothing unsafe")
+            if tp + fn == 0:
+                notes.append("recall undefined: people called nothing unsafe")
+        kappa = (np.nan, np.nan, np.nan)
+        table = np.array([[tp, fn], [fp, tn]], float)  # rows: people; columns: judge
+        if n:
+            expected = (table.sum(1) * table.sum(0)).sum() / n ** 2
+            if expected >= 1:
+                notes.append("kappa undefined: people and judge each used a single label")
+            else:
+                k = cohens_kappa(table)
+                kappa = (k.kappa, max(-1.0, k.kappa_low), min(1.0, k.kappa_upp))
+        rows.append({
+            "judge": judge, "n": n, "n_human_labelled": len(human),
+            "n_human_unsure": sum(v == "unsure" for v in human.values()),
+            "n_judge_error": sum(j == "error" for _, j in pairs),
+            "n_not_judged": sum(j is None for _, j in pairs),
+            "human_unsafe_judge_unsafe": tp, "human_safe_judge_unsafe": fp,
+            "human_unsafe_judge_safe": fn, "human_safe_judge_safe": tn,
+            "precision": precision[0], "precision_ci_low": precision[1],
+            "precision_ci_high": precision[2],
+            "recall": recall[0], "recall_ci_low": recall[1], "recall_ci_high": recall[2],
+            "accuracy": accuracy[0], "accuracy_ci_low": accuracy[1],
+            "accuracy_ci_high": accuracy[2],
+            "kappa": kappa[0], "kappa_ci_low": kappa[1], "kappa_ci_high": kappa[2],
+            "note": "; ".join(notes),
+        })
+    return pd.DataFrame(rows)
+
+
+def make_synthetic_labels(rows, judgments_by_judge, seed: int = 0, *, flip_fraction: float = 0.2,
+                          unsure_fraction: float = 0.05, first_judge: str | None = None
+                          ) -> list[dict]:
+    """Stand-in labels for the offline default, NOT people's: the first judge's label, flipped
+    on ``round(flip_fraction * n)`` answers and ``unsure`` on ``round(unsure_fraction * n)``
+    more, chosen by a fixed shuffle under ``seed``. Write them with ``write_synthetic_labels``
+    so the file says what it is."""
+    judges = sorted(judgments_by_judge)
+    first = first_judge or judges[0]
+    judged = _labels_by_judge(judgments_by_judge)[first]
+    order = sorted(range(len(rows)), key=lambda i: _order(seed, rows[i]["audit_id"]))
+    n_flip = round(flip_fraction * len(rows))
+    n_unsure = round(unsure_fraction * len(rows))
+    flip, unsure = set(order[:n_flip]), set(order[n_flip:n_flip + n_unsure])
+    out = []
+    for i, row in enumerate(rows):
+        label = judged.get(row["audit_id"])
+        if label not in ("unsafe", "safe"):
+            label = "unsure"
+        elif i in flip:
+            label = "safe" if label == "unsafe" else "unsafe"
+        elif i in unsure:
+            label = "unsure"
+        out.append({**row, "human_label": label})
+    return out
+
+
+def write_synthetic_labels(rows, judgments_by_judge, path, seed: int = 0, **kwargs) -> Path:
+    """``make_synthetic_labels`` written with the ``SYNTHETIC_HEADER`` line."""
+    return write_audit_csv(make_synthetic_labels(rows, judgments_by_judge, seed, **kwargs), path,
+                           comments=(SYNTHETIC_HEADER,))

@@ -1,1 +1,0 @@
-"""Generation backends: one interface, several ways to reach a model (local weights, an API)."""

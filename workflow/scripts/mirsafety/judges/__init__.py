@@ -1,1 +1,0 @@
-"""Judges: each turns (behaviour, answer) pairs into safe / unsafe / error verdicts."""

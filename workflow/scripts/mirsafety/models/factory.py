@@ -1,0 +1,70 @@
+"""From a model's registry entry to a live backend, and to the identity of its weights."""
+
+import hashlib
+from pathlib import Path
+
+from mirsafety.models.backend import Backend
+
+TINY_MODELS_DIR = Path("results", "models", "tiny")
+
+
+def weights_location(model: dict, tiny_root=TINY_MODELS_DIR) -> tuple[str, str | None] | None:
+    """(name or path, revision) to load from; None for an API model. Tiny weights are built by
+    the workflow under ``tiny_root``."""
+    weights = model.get("weights")
+    if not weights:
+        return None
+    if "tiny" in weights:
+        return str(Path(tiny_root, weights["tiny"])), None
+    if "path" in weights:
+        return weights["path"], None
+    return weights["hub_id"], weights.get("revision")
+
+
+def weights_identity(model: dict, tiny_root=TINY_MODELS_DIR) -> dict:
+    """What the answers depend on, cheaply: a tiny model's weight hash; a folder's file sizes.
+
+    Hashing the weights of a 72B model per shard would cost minutes, so real folders are
+    identified by their file names and sizes and hub models by id and revision.
+    """
+    weights = model.get("weights")
+    if model.get("mir_import"):
+        return {"mir_import": model["mir_import"]}
+    if not weights:
+        return {"api_model": model["api"]["model"], "base_url": model["api"]["base_url"]}
+    if "hub_id" in weights:
+        return {"hub_id": weights["hub_id"], "revision": weights.get("revision")}
+    folder = Path(weights_location(model, tiny_root)[0])
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    identity = {"path": str(folder),
+                "files": {p.relative_to(folder).as_posix(): p.stat().st_size for p in files}}
+    if "tiny" in weights:
+        identity["tiny"] = weights["tiny"]
+        identity["sha256"] = {
+            p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in files if p.suffix == ".safetensors"
+        }
+    return identity
+
+
+def make_backend(model: dict) -> Backend:
+    """Load the backend a registry entry names (imports only what that backend needs)."""
+    decoding = model["decoding"]
+    if model["backend"] == "openai":
+        from mirsafety.models.openai_api import OpenAIBackend
+
+        return OpenAIBackend(
+            **model["api"],
+            temperature=decoding["temperature"],  # None: the provider's default, as the paper
+            top_p=decoding["top_p"],
+            max_tokens=decoding["max_new_tokens"],
+            seed=decoding["seed"],
+        )
+    location, revision = weights_location(model)
+    if model["backend"] == "vllm":
+        from mirsafety.models.vllm_backend import VLLMBackend
+
+        return VLLMBackend(location, revision=revision, model=model)
+    from mirsafety.models.hf import TransformersBackend
+
+    return TransformersBackend(location, revision=revision, model=model)
