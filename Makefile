@@ -1,5 +1,5 @@
 # The two entry points of the README's quick start. Both create .venv from the pinned
-# requirements first (CPU torch; see README for GPU hosts) and install TeX Live for the paper.
+# requirements first (CPU torch; see docs/running.md for GPU hosts) and install TeX Live for the paper.
 VENV  ?= .venv
 CORES ?= 2
 PY    := $(VENV)/bin/python
@@ -12,7 +12,9 @@ run: $(VENV)/.installed tex      ## run the workflow on the embedded default (co
 test: $(VENV)/.installed tex     ## the whole test suite (unit + end-to-end workflow)
 	$(PY) -m pytest
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed          ## ruff, snakefmt and snakemake --lint, all clean
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 	$(VENV)/bin/snakemake --lint
 
 bench: $(VENV)/.installed        ## speed and memory: prepare, generation, judging, entropy, study DAG

@@ -4,7 +4,8 @@ Plans the study (config/study.yaml: 19 models x 2,676 instances at its shard cou
 slurm profile, side by side with the default run (config.yaml: the embedded sample, 3 tiny
 models) as the baseline, each as `snakemake -n` in a fresh process from a clean copy of the
 project. Wall time includes Snakemake's start-up (parsing the Snakefile, validating the config),
-which is what a user waits for; peak RSS is the largest child's so far (the baseline runs first). Medians of R runs, printed as markdown.
+which is what a user waits for; peak RSS is the largest child's so far (the baseline runs
+first). Medians of R runs, printed as markdown.
 The profile is used without `software-deployment-method: conda` (a dry run with it needs conda).
 
 Run: .venv/bin/python benchmarks/bench_dag.py [--repeats R]

@@ -72,6 +72,7 @@ def _quiet():
 def build(tmp, variant):
     """Build the tiny model (or its wide variant) under ``tmp``; return its folder."""
     import yaml
+
     from mirsafety.models.tiny import build_tiny_model
 
     _quiet()
@@ -85,8 +86,9 @@ def _pictures():
     import io
     import random
 
-    from mirsafety.data.sample import draw_scene
     from PIL import Image
+
+    from mirsafety.data.sample import draw_scene
 
     rng = random.Random(0)
     return [Image.open(io.BytesIO(draw_scene(f"thing{k}", k + 1, 3, (112, 112), rng)))
@@ -152,14 +154,16 @@ def _measure_call(call, calls):
 def pass_child(model_dir, kind, length, response_fraction, threads, calls):
     """One measurement of one pass in a fresh process: (CPU s, wall s, extra peak bytes, rows)."""
     import torch
-    from mirsafety.entropy import attention as E
     from transformers import AutoModelForImageTextToText
+
+    from mirsafety.entropy.capture import entropy_forward
+    from mirsafety.entropy.extractor import EntropyExtractor
 
     _quiet()
     torch.set_num_threads(threads)
     entry = {"trust_remote_code": False, "model_class": "AutoModelForImageTextToText",
              "dtype": "float32", "thinking": "auto"}
-    extractor = E.EntropyExtractor(str(model_dir), entry)
+    extractor = EntropyExtractor(str(model_dir), entry)
     inputs, rows = make_inputs(extractor, length, response_fraction)
     image_id = extractor.image_token_id
     if kind == "ours":
@@ -167,7 +171,7 @@ def pass_child(model_dir, kind, length, response_fraction, threads, calls):
 
         def call():
             with torch.inference_mode():
-                E.entropy_forward(model, inputs, rows, image_id)
+                entropy_forward(model, inputs, rows, image_id)
     else:
         del extractor
         text = "eager" if kind == "eager" else "sdpa"
@@ -191,14 +195,16 @@ def generation_child(model_dir, prompt_tokens, new_tokens, rounds, threads):
     import time
 
     import torch
-    from mirsafety.entropy import attention as E
     from transformers import AutoModelForImageTextToText
+
+    from mirsafety.entropy.capture import generate_with_entropy
+    from mirsafety.entropy.extractor import EntropyExtractor
 
     _quiet()
     torch.set_num_threads(threads)
     entry = {"trust_remote_code": False, "model_class": "AutoModelForImageTextToText",
              "dtype": "float32", "thinking": "auto"}
-    extractor = E.EntropyExtractor(str(model_dir), entry)
+    extractor = EntropyExtractor(str(model_dir), entry)
     plain = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32,
                                                         attn_implementation="sdpa").eval()
     inputs, _ = make_inputs(extractor, prompt_tokens + 1, 1 / (prompt_tokens + 1))
@@ -214,7 +220,7 @@ def generation_child(model_dir, prompt_tokens, new_tokens, rounds, threads):
 
     def run_capture():
         with torch.inference_mode():
-            output, found = E.generate_with_entropy(extractor.model, prompt, **greedy)
+            output, found = generate_with_entropy(extractor.model, prompt, **greedy)
         steps.append(found.values["entropy_all"].shape[1])
         return output
 

@@ -64,6 +64,7 @@ def _quiet():
 def setup(tmp):
     """Build the tiny model and the prepared sample under ``tmp``; return (model dir, data dir)."""
     import yaml
+
     from mirsafety.data.prepare import expected_counts, prepare
     from mirsafety.data.sample import write_sample
     from mirsafety.models.tiny import build_tiny_model
@@ -106,11 +107,12 @@ def run_once(model_dir, data_dir, out_dir, batch_size, n, max_new_tokens, thread
 
     torch.set_num_threads(threads)
     _quiet()
+    from mirsafety.core.config import validate_config
+    from mirsafety.core.records import read_jsonl
+    from mirsafety.entropy.capture import EntropyHook
+    from mirsafety.generation.generate import run_shard
     from mirsafety.models import hf  # noqa: F401  (import outside the timed regions)
     from mirsafety.models.factory import make_backend, weights_identity
-    from mirsafety.core.config import validate_config
-    from mirsafety.generation.generate import run_shard
-    from mirsafety.core.records import read_jsonl
 
     entry = {**ENTRY, "weights": {"path": str(model_dir)},
              "decoding": {**ENTRY["decoding"], "max_new_tokens": max_new_tokens}}
@@ -123,7 +125,7 @@ def run_once(model_dir, data_dir, out_dir, batch_size, n, max_new_tokens, thread
                 "shard": "000-of-001"}
 
     start = time.perf_counter()
-    backend = make_backend(model)
+    backend = make_backend(model, capture=EntropyHook())  # as the generate stage
     load_s = time.perf_counter() - start
     loaded_mib = _status_mib("VmRSS")
     peak_load_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

@@ -7,8 +7,9 @@ answers have 0 to ~300 words (a refusal every third item), on the tiny stand-in 
 resources/tiny_judges.yaml (``tiny-harmbench-cls``, built by a setup child into a temporary folder).
 For each batch size, R runs each in a fresh spawned process: load the judge (timed separately),
 judge all items once untimed (warm-up), then time ``judge`` over all items. Reported: items/s
-(median of R), speed-up over batch size 1, load time (tokenizer + weights), mean prompt tokens, and the process's peak
-RSS. The torch thread count is fixed (default: the CPUs this process may use) and printed.
+(median of R), speed-up over batch size 1, load time (tokenizer + weights), mean prompt tokens,
+and the process's peak RSS. The torch thread count is fixed (default: the CPUs this process
+may use) and printed.
 
 The tiny classifier is ~0.2 M parameters, so these numbers measure the judge's own overhead
 (tokenisation, padding, Python) far more than model compute; they say nothing about the 13B
@@ -36,6 +37,7 @@ WORDS = "the kite lantern bridge opens closes shows step then first next red blu
 
 def build(out):
     import yaml
+
     from mirsafety.judging.tiny_classifier import build_tiny_classifier
 
     spec = yaml.safe_load((REPO / "resources" / "tiny_judges.yaml").read_text())
@@ -67,6 +69,7 @@ def _child(folder, n, batch_size, threads):
 
     torch.set_num_threads(threads)
     import transformers  # noqa: F401  (imported outside the timed load)
+
     from mirsafety.judging.harmbench import HarmBenchJudge
 
     items = make_items(n)

@@ -110,8 +110,9 @@ def noisy_png(seed) -> bytes:
 def write_realistic(n, snapshot_dir):
     """A hub-format snapshot of ``n`` instances of 3 images, spread over all cells."""
     import datasets
-    from mirsafety.data.sample import HUB_FEATURES, PLACEHOLDER, hub_parquet_path
+
     from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
+    from mirsafety.data.sample import HUB_FEATURES, PLACEHOLDER, hub_parquet_path
 
     with ProcessPoolExecutor(mp_context=multiprocessing.get_context("spawn")) as executor:
         pictures = list(executor.map(noisy_png, range(3 * n)))
@@ -140,6 +141,7 @@ def write_cases(tmp, instances):
     """Write both sources; return (name, instances, source dir, parquet, prepare arguments)."""
     import datasets
     import yaml
+
     from mirsafety.data.prepare import expected_counts
     from mirsafety.data.sample import write_sample
 

@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,14 @@ TINY_SPEC = {
     "image_size": [32, 32],
     "keywords": ["cup", "kite", "lamp", "boat", "tree"],
 }
+
+
+def hand_wilson(k, n, z=1.959963984540054):
+    """The Wilson interval written out from its formula, to check the library's against."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
 
 
 def png_bytes(size=(16, 16), colour="red") -> bytes:

@@ -24,7 +24,7 @@ INJECTED = {"snakemake"}
 # Imports that no env carries on purpose, with the reason. Each must still be imported somewhere
 # (test_envs checks that, so an entry cannot outlive its import).
 OPTIONAL_IMPORTS = {
-    "vllm": "only for models with `backend: vllm`; imported lazily in mirsafety.backends."
+    "vllm": "only for models with `backend: vllm`; imported lazily in mirsafety.models."
     "vllm_backend; vLLM pins its own torch and CUDA, so it is installed separately on GPU nodes "
     "(`pip install vllm` into the generate env) rather than in the env everyone creates",
 }

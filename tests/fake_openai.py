@@ -71,6 +71,10 @@ class ChatServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 try:
                     step = fake._step(self.path, dict(self.headers), body)
+                finally:  # done before the reply leaves: the client may send its next request
+                    with fake.lock:  # as soon as it reads this one
+                        fake.in_flight -= 1
+                try:
                     raw = (step["raw"] if "raw" in step else json.dumps(step["json"])).encode()
                     self.send_response(step.get("status", 200))
                     for name, value in step.get("headers", {}).items():
@@ -81,9 +85,6 @@ class ChatServer:
                     self.wfile.write(raw)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
-                finally:
-                    with fake.lock:
-                        fake.in_flight -= 1
 
         return Handler
 

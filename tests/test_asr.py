@@ -4,14 +4,17 @@ import math
 
 import pandas as pd
 import pytest
+
 from mirsafety.analysis.asr import (
     agreement,
     asr_tables,
     check_complete,
     safe_kind_shares,
     seed_macro,
-    wilson,
 )
+from mirsafety.core.intervals import wilson
+
+from conftest import hand_wilson
 
 
 def frame(labels, model="m", kinds=None):
@@ -23,13 +26,6 @@ def frame(labels, model="m", kinds=None):
         "category": ["Violence"] * n,
         "seed": ["s1", "s1", "s2", "s2", "s3", "s3"][:n],
     })
-
-
-def hand_wilson(k, n, z=1.959963984540054):
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def test_wilson_matches_the_formula_and_handles_zero_trials():

@@ -1,11 +1,11 @@
 """The people-vs-judge audit: sampling, the sheet's round trip, bad labels, metrics by hand."""
 
 import csv
-import math
 from collections import Counter
 
 import numpy as np
 import pytest
+
 from mirsafety.analysis.audit import (
     HUMAN_LABEL_HEADER,
     SYNTHETIC_HEADER,
@@ -19,15 +19,10 @@ from mirsafety.analysis.audit import (
 )
 from mirsafety.core.errors import DataError
 
+from conftest import hand_wilson
+
 RELATIONS = ["Analogy", "Causality"]
 MODELS = ["m1", "m2"]
-
-
-def hand_wilson(k, n, z=1.959963984540054):
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 @pytest.fixture

@@ -3,10 +3,12 @@
 import io
 
 import pytest
-from conftest import png_bytes, write_extracted, write_hub
+from PIL import Image
+
 from mirsafety.core.errors import DataError
 from mirsafety.data.prepare import OUTPUTS, expected_counts, prepare
-from PIL import Image
+
+from conftest import png_bytes, write_extracted, write_hub
 
 
 def big_png(size) -> bytes:

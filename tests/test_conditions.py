@@ -3,10 +3,16 @@
 import numpy as np
 import pandas as pd
 import pytest
-from mirsafety.analysis.conditions import by_condition, compare_pairs, paired_bootstrap, paired_table
-from mirsafety.generation.generate import make_request
 from PIL import Image
 from scipy.stats import binomtest
+
+from mirsafety.analysis.conditions import (
+    by_condition,
+    compare_pairs,
+    paired_bootstrap,
+    paired_table,
+)
+from mirsafety.generation.generate import make_request
 
 
 def test_mcnemar_and_difference_by_hand():

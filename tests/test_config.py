@@ -2,8 +2,10 @@
 
 import pytest
 import yaml
-from conftest import REPO
+
 from mirsafety.core.config import ConfigError, validate_config
+
+from conftest import REPO
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 

@@ -10,10 +10,19 @@ import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from mirsafety.analysis.correlation import (CORRELATION_COLUMNS, GROUP_COLUMNS, LOFO_COLUMNS,
-                                   correlate, correlation_table, group_correlation_table,
-                                   leave_one_family_out, lofo_table, partial_spearman,
-                                   pc1_capability, pc1_rows)
+from mirsafety.analysis.correlation import (
+    CORRELATION_COLUMNS,
+    GROUP_COLUMNS,
+    LOFO_COLUMNS,
+    correlate,
+    correlation_table,
+    group_correlation_table,
+    leave_one_family_out,
+    lofo_table,
+    partial_spearman,
+    pc1_capability,
+    pc1_rows,
+)
 from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
 
 FAST = {"n_boot": 300, "n_perm": 500}

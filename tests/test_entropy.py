@@ -13,14 +13,30 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import registry_entry
-from mirsafety.entropy import attention as E
-from mirsafety.models.backend import Request
-from mirsafety.models.hf import TransformersBackend, chat_messages
-from mirsafety.data.sample import draw_scene
 from PIL import Image
 from transformers import AutoModelForImageTextToText
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+from mirsafety.data.sample import draw_scene
+from mirsafety.entropy import kernel
+from mirsafety.entropy.capture import (
+    NAME,
+    RowEntropies,
+    _collect_rows,
+    capture_rows,
+    enable_entropy_attention,
+    entropy_attention_forward,
+    entropy_forward,
+    generate_with_entropy,
+)
+from mirsafety.entropy.extractor import EntropyExtractor
+from mirsafety.entropy.kernel import QUANTITIES
+from mirsafety.entropy.selection import select_tokens, token_offsets
+from mirsafety.models.backend import Request
+from mirsafety.models.hf import TransformersBackend
+from mirsafety.models.loading import chat_messages
+
+from conftest import registry_entry
 
 ARCHITECTURES = ["tiny-qwen2.5-vl-s", "tiny-idefics3-s"]
 TOL = 1e-4
@@ -72,7 +88,7 @@ def reference_row(p, allowed, image):
             "entropy_all_norm": norm.mean(), "entropy_img_norm": norm_img.mean()}, n, n_img
 
 
-def assert_rows_match(found: E.RowEntropies, attentions, attention_mask, image, layers):
+def assert_rows_match(found: RowEntropies, attentions, attention_mask, image, layers):
     """Every selected row of ``found`` equals the eager attention's, at valid positions only."""
     checked = 0
     for b in range(found.selected.shape[0]):
@@ -128,14 +144,14 @@ def reduction(request, monkeypatch):
     """Run a test with the fused CPU kernel (asserting it never falls back) or the explicit
     materialised-probability path."""
     if request.param == "fused":
-        assert E.USE_FUSED, "the fused CPU kernel is missing from this torch"
+        assert kernel.USE_FUSED, "the fused CPU kernel is missing from this torch"
 
         def no_fallback(*args, **kwargs):
             raise AssertionError("fell back to the explicit path")
 
-        monkeypatch.setattr(E, "_explicit_chunk", no_fallback)
+        monkeypatch.setattr(kernel, "_explicit_chunk", no_fallback)
     else:
-        monkeypatch.setattr(E, "USE_FUSED", False)
+        monkeypatch.setattr(kernel, "USE_FUSED", False)
     return request.param
 
 
@@ -158,11 +174,11 @@ def test_kernel_matches_full_softmax_with_gqa_and_every_mask_form(mask_kind, kee
         rows[:, 3:] = True  # valid rows of both sequences; rows 3 and 4 see part of the image
     else:
         rows[:, [3, 5, 8]] = True
-    with E.capture_rows(rows, image, keep_probs=keep_probs, chunk_elements=16) as capture:
-        output, _ = E.entropy_attention_forward(module, query, key, value, mask, scaling=None)
+    with capture_rows(rows, image, keep_probs=keep_probs, chunk_elements=16) as capture:
+        output, _ = entropy_attention_forward(module, query, key, value, mask, scaling=None)
     plain, _ = sdpa_attention_forward(module, query, key, value, mask)
     assert torch.equal(output, plain)  # the pass is not perturbed
-    found = E._collect_rows(capture)
+    found = _collect_rows(capture)
     probs, want = reference_kernel(query, key, allowed, image, found.positions.tolist(),
                                    module.num_key_value_groups)
     if keep_probs:
@@ -182,9 +198,9 @@ def test_kernel_groups_query_heads_over_the_right_kv_head():
     """A wrong GQA pairing (e.g. head h with kv head h % n_kv) is caught."""
     module, query, key, value, image = kernel_case(seed=1, heads=4, kv_heads=2)
     rows = torch.ones(2, query.shape[2], dtype=torch.bool)
-    with E.capture_rows(rows, image, keep_probs=True) as capture:
-        E.entropy_attention_forward(module, query, key, value, None)
-    kept = E._collect_rows(capture).probs[0]
+    with capture_rows(rows, image, keep_probs=True) as capture:
+        entropy_attention_forward(module, query, key, value, None)
+    kept = _collect_rows(capture).probs[0]
     causal = torch.tril(torch.ones(9, 9, dtype=torch.bool))
     right, _ = reference_kernel(query, key, causal[None, None].expand(2, 1, 9, 9), image,
                                 [], module.num_key_value_groups)
@@ -198,26 +214,26 @@ def test_kernel_groups_query_heads_over_the_right_kv_head():
 def test_without_capture_or_layer_index_it_is_plain_sdpa():
     module, query, key, value, image = kernel_case()
     plain, _ = sdpa_attention_forward(module, query, key, value, None)
-    assert torch.equal(E.entropy_attention_forward(module, query, key, value, None)[0], plain)
+    assert torch.equal(entropy_attention_forward(module, query, key, value, None)[0], plain)
     vision = SimpleNamespace(num_key_value_groups=2, is_causal=False)  # no layer_idx: left alone
-    with E.capture_rows(torch.ones(2, 9, dtype=torch.bool), image) as capture:
-        E.entropy_attention_forward(vision, query, key, value, None)
+    with capture_rows(torch.ones(2, 9, dtype=torch.bool), image) as capture:
+        entropy_attention_forward(vision, query, key, value, None)
     assert capture.records == {}
 
 
 def test_select_tokens():
-    assert E.select_tokens(5) == ([0, 1, 2, 3, 4], False)
-    assert E.select_tokens(5, "first_n", 2) == ([0, 1], False)
-    assert E.select_tokens(2, "first_n", 9) == ([0, 1], False)
+    assert select_tokens(5) == ([0, 1, 2, 3, 4], False)
+    assert select_tokens(5, "first_n", 2) == ([0, 1], False)
+    assert select_tokens(2, "first_n", 9) == ([0, 1], False)
     text = "<think>a b</think> c d"
     offsets = [(0, 7), (7, 8), (8, 10), (10, 18), (18, 20), (20, 22)]
-    assert E.select_tokens(6, "answer", response_text=text, offsets=offsets) == ([4, 5], False)
-    assert E.select_tokens(6, "answer", response_text=text, offsets=offsets,
-                           answer="not there") == (list(range(6)), True)
+    assert select_tokens(6, "answer", response_text=text, offsets=offsets) == ([4, 5], False)
+    assert select_tokens(6, "answer", response_text=text, offsets=offsets,
+                         answer="not there") == (list(range(6)), True)
     with pytest.raises(ValueError):
-        E.select_tokens(3, "first_n")
+        select_tokens(3, "first_n")
     with pytest.raises(ValueError):
-        E.select_tokens(3, "middle")
+        select_tokens(3, "middle")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,7 +244,7 @@ def test_select_tokens():
 def arch(request, tiny_models):
     """(name, extractor with sharpened attention, eager copy, plain SDPA copy)."""
     path = tiny_models[request.param]
-    extractor = E.EntropyExtractor(str(path), entry_for(path))
+    extractor = EntropyExtractor(str(path), entry_for(path))
     sharpen(extractor.model)
     eager = sharpen(AutoModelForImageTextToText.from_pretrained(
         path, dtype=torch.float32,
@@ -254,7 +270,7 @@ def batch_inputs(extractor, prompts, image_counts):
 def test_loaded_for_text_only_and_vision_left_on_sdpa(arch):
     _, extractor, _, _ = arch
     config = extractor.model.config
-    assert config.get_text_config()._attn_implementation == E.NAME
+    assert config.get_text_config()._attn_implementation == NAME
     assert config.vision_config._attn_implementation == "sdpa"
 
 
@@ -268,8 +284,8 @@ def test_entropies_equal_eager_output_attentions(arch, reduction, padded):
     else:
         inputs = batch_inputs(extractor, ["How are these pictures linked?"], [3])
     rows = inputs["attention_mask"].bool()  # every valid position
-    found, _ = E.entropy_forward(extractor.model, inputs, rows, extractor.image_token_id,
-                                 chunk_elements=256)  # many chunks
+    found, _ = entropy_forward(extractor.model, inputs, rows, extractor.image_token_id,
+                               chunk_elements=256)  # many chunks
     with torch.inference_mode():
         reference = eager(**inputs, output_attentions=True)
     text_layers = extractor.model.config.get_text_config().num_hidden_layers
@@ -289,8 +305,8 @@ def test_probability_rows_sum_to_one_and_masked_keys_get_nothing(arch):
     inputs = batch_inputs(extractor, ["How are these pictures linked, step by step?", "Why?"],
                           [2, 2])
     mask = inputs["attention_mask"].bool()
-    found, _ = E.entropy_forward(extractor.model, inputs, mask, extractor.image_token_id,
-                                 keep_probs=True)
+    found, _ = entropy_forward(extractor.model, inputs, mask, extractor.image_token_id,
+                               keep_probs=True)
     length = mask.shape[1]
     for layer, probs in found.probs.items():  # (B, H, r, K)
         for b in range(mask.shape[0]):
@@ -307,8 +323,8 @@ def test_logits_equal_plain_sdpa(arch):
     _, extractor, _, plain = arch
     inputs = batch_inputs(extractor, ["How are these pictures linked, step by step?", "Why?"],
                           [3, 2])
-    found, ours = E.entropy_forward(extractor.model, inputs, inputs["attention_mask"].bool(),
-                                    extractor.image_token_id, keep_logits=True)
+    found, ours = entropy_forward(extractor.model, inputs, inputs["attention_mask"].bool(),
+                                  extractor.image_token_id, keep_logits=True)
     with torch.inference_mode():
         reference = plain(**inputs)
     valid = inputs["attention_mask"].bool()
@@ -319,10 +335,10 @@ def test_chunking_does_not_change_results(arch, reduction):
     _, extractor, _, _ = arch
     inputs = batch_inputs(extractor, ["How are these pictures linked?"], [2])
     rows = inputs["attention_mask"].bool()
-    big, _ = E.entropy_forward(extractor.model, inputs, rows, extractor.image_token_id)
-    small, _ = E.entropy_forward(extractor.model, inputs, rows, extractor.image_token_id,
-                                 chunk_elements=1)
-    for name in E.QUANTITIES:
+    big, _ = entropy_forward(extractor.model, inputs, rows, extractor.image_token_id)
+    small, _ = entropy_forward(extractor.model, inputs, rows, extractor.image_token_id,
+                               chunk_elements=1)
+    for name in QUANTITIES:
         assert torch.allclose(big.values[name], small.values[name], atol=1e-6, equal_nan=True)
 
 
@@ -330,9 +346,9 @@ def test_layer_subset(arch):
     _, extractor, _, _ = arch
     inputs = batch_inputs(extractor, ["How are these pictures linked?"], [2])
     rows = inputs["attention_mask"].bool()
-    full, _ = E.entropy_forward(extractor.model, inputs, rows, extractor.image_token_id)
-    only, _ = E.entropy_forward(extractor.model, inputs, rows, extractor.image_token_id,
-                                layers=[1])
+    full, _ = entropy_forward(extractor.model, inputs, rows, extractor.image_token_id)
+    only, _ = entropy_forward(extractor.model, inputs, rows, extractor.image_token_id,
+                              layers=[1])
     assert only.layers == [1]
     assert torch.allclose(only.values["entropy_all"][..., 0], full.values["entropy_all"][..., 1])
 
@@ -351,8 +367,7 @@ def test_teacher_forced_input_is_the_generation_input_plus_the_response(arch, ti
     backend = TransformersBackend(str(tiny_models[name]), revision=None,
                                   model=entry_for(tiny_models[name]))
     request = Request("x/1", prompt, images, SYSTEM)
-    generation = backend.processor(text=backend._prompts([request]), images=[images],
-                                   padding=True, return_tensors="pt")
+    generation = backend._inputs([request])
     ours = extractor.prompt_inputs(images, prompt, SYSTEM)
     assert set(ours) == set(generation)
     for key in generation:
@@ -379,7 +394,7 @@ def test_extract_rows_and_selections(arch, reduction):
     length = everything["n_prompt_tokens"]
     assert everything["n_keys"] == {"min": length, "max": length + n - 1,
                                     "mean": length + (n - 1) / 2}  # the generating rows
-    for name in E.QUANTITIES:
+    for name in QUANTITIES:
         per_layer = everything[name]
         assert len(per_layer) == len(everything["layers"])
         assert abs(everything[f"{name}_mean"] - sum(per_layer) / len(per_layer)) < 1e-9
@@ -397,7 +412,7 @@ def test_extract_rows_and_selections(arch, reduction):
         allowed = torch.arange(inputs["input_ids"].shape[1]) <= pos
         for li, layer in enumerate(everything["layers"]):
             want, _, _ = reference_row(attentions[layer][0, :, pos], allowed, image[0])
-            for name in E.QUANTITIES:
+            for name in QUANTITIES:
                 assert abs(everything["per_token"][name][k][li] - float(want[name])) < TOL
 
     first = extractor.extract(images, prompt, SYSTEM, RESPONSE, "first_n", 3, per_token=True)
@@ -452,19 +467,19 @@ def test_generation_capture_matches_the_teacher_forced_pass(arch, reduction, blo
     inputs = extractor.prompt_inputs(images, prompt, SYSTEM)
     with torch.inference_mode():
         plain = extractor.model.generate(**inputs, **GREEDY)
-        output, captured = E.generate_with_entropy(extractor.model, inputs, block=block,
-                                                   **GREEDY)
+        output, captured = generate_with_entropy(extractor.model, inputs, block=block,
+                                                 **GREEDY)
     assert torch.equal(output, plain)  # capturing does not change the generation
     new = output[0, inputs["input_ids"].shape[1]:].tolist()
     steps = captured.values["entropy_all"].shape[1]
     assert steps == len(new)
     forced = extractor.extract(images, prompt, SYSTEM, response_ids=new, per_token=True)
-    for name in E.QUANTITIES:
+    for name in QUANTITIES:
         got = captured.values[name][0]
         want = torch.tensor(forced["per_token"][name])
         assert torch.allclose(got, want, atol=TOL), name
     summary = captured.summary(0, len(new))
-    for name in E.QUANTITIES:
+    for name in QUANTITIES:
         assert summary[name] == pytest.approx(forced[name], abs=TOL)
     assert summary["n_keys"] == forced["n_keys"]
     assert summary["n_image_keys"] == forced["n_image_keys"]
@@ -476,8 +491,8 @@ def test_generation_capture_in_a_left_padded_batch(arch, reduction, block):
     prompts = ["How are these pictures linked, step by step, in detail?", "Why?"]
     inputs = batch_inputs(extractor, prompts, [3, 2])
     with torch.inference_mode():
-        output, captured = E.generate_with_entropy(extractor.model, inputs, block=block,
-                                                   **GREEDY)
+        output, captured = generate_with_entropy(extractor.model, inputs, block=block,
+                                                 **GREEDY)
     eos = extractor.model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, list) else [eos])
     for b, (prompt, count) in enumerate(zip(prompts, [3, 2])):
@@ -486,7 +501,7 @@ def test_generation_capture_in_a_left_padded_batch(arch, reduction, block):
         new = new[: ends[0] + 1] if ends else new
         forced = extractor.extract(pictures(count, seed=b), prompt, SYSTEM, response_ids=new,
                                    per_token=True)
-        for name in E.QUANTITIES:
+        for name in QUANTITIES:
             got = captured.values[name][b, : len(new)]
             assert torch.allclose(got, torch.tensor(forced["per_token"][name]), atol=TOL), name
         assert captured.n_keys[b, : len(new)].tolist()[0] == forced["n_prompt_tokens"]
@@ -496,22 +511,22 @@ def test_capture_refuses_a_model_without_the_entropy_attention(arch):
     _, extractor, _, plain = arch
     inputs = extractor.prompt_inputs(pictures(2), "Why?", None)
     with pytest.raises(RuntimeError, match="enable_entropy_attention"):
-        E.generate_with_entropy(plain, inputs, max_new_tokens=2)
+        generate_with_entropy(plain, inputs, max_new_tokens=2)
 
 
 def test_enable_on_a_loaded_model_gives_the_same_entropies(arch, tiny_models):
     name, extractor, _, _ = arch
     model = sharpen(AutoModelForImageTextToText.from_pretrained(
         tiny_models[name], dtype=torch.float32).eval())  # the library's default attention
-    E.enable_entropy_attention(model)
-    assert model.config.get_text_config()._attn_implementation == E.NAME
+    enable_entropy_attention(model)
+    assert model.config.get_text_config()._attn_implementation == NAME
     assert model.config.vision_config._attn_implementation == "sdpa"
     inputs = extractor.prompt_inputs(pictures(2), "How are these pictures linked?", SYSTEM)
     with torch.inference_mode():
-        output, captured = E.generate_with_entropy(model, inputs, **GREEDY)
-        again, reference = E.generate_with_entropy(extractor.model, inputs, **GREEDY)
+        output, captured = generate_with_entropy(model, inputs, **GREEDY)
+        again, reference = generate_with_entropy(extractor.model, inputs, **GREEDY)
     assert torch.equal(output, again)
-    for quantity in E.QUANTITIES:
+    for quantity in QUANTITIES:
         assert torch.allclose(captured.values[quantity], reference.values[quantity], atol=1e-6)
 
 
@@ -519,7 +534,7 @@ def test_token_offsets_with_and_without_the_tokenizers_offsets(arch):
     _, extractor, _, _ = arch
     tokenizer = extractor.tokenizer
     ids = tokenizer(RESPONSE, add_special_tokens=False)["input_ids"]
-    native = E.token_offsets(tokenizer, RESPONSE, ids)
+    native = token_offsets(tokenizer, RESPONSE, ids)
 
     class Slow:  # a tokenizer without offsets: spans come from decoding prefixes
         def __call__(self, text, **kwargs):
@@ -530,8 +545,8 @@ def test_token_offsets_with_and_without_the_tokenizers_offsets(arch):
         def decode(self, ids, **kwargs):
             return tokenizer.decode(ids, **kwargs)
 
-    decoded = E.token_offsets(Slow(), RESPONSE, ids)
+    decoded = token_offsets(Slow(), RESPONSE, ids)
     assert len(native) == len(decoded) == len(ids)
     assert "".join(RESPONSE[a:b] for a, b in decoded) == RESPONSE
-    picked = E.select_tokens(len(ids), "answer", response_text=RESPONSE, offsets=decoded)
-    assert picked == E.select_tokens(len(ids), "answer", response_text=RESPONSE, offsets=native)
+    picked = select_tokens(len(ids), "answer", response_text=RESPONSE, offsets=decoded)
+    assert picked == select_tokens(len(ids), "answer", response_text=RESPONSE, offsets=native)

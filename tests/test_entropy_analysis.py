@@ -3,6 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import mannwhitneyu
+
 from mirsafety.entropy.comparison import (
     bootstrap_diff,
     cliffs_delta,
@@ -10,7 +12,6 @@ from mirsafety.entropy.comparison import (
     layer_profile,
     mixed_model,
 )
-from scipy.stats import mannwhitneyu
 
 
 def synthetic(shift=-0.1, n=40, models=("a", "b", "c"), seed=0):

@@ -32,10 +32,11 @@ import re
 import textwrap
 from pathlib import Path
 
-import envcheck
 import jsonschema
 import pytest
 import yaml
+
+import envcheck
 from conftest import REPO
 
 ENVS = sorted((REPO / "envs").glob("*.yaml"))

@@ -3,11 +3,13 @@
 import json
 
 import pytest
-from mirsafety.models.backend import Backend, Result
-from mirsafety.generation.generate import parse_shard, run_shard, shard_name, shard_slice
-from mirsafety.core.records import settings_key
-from mirsafety.core.ledger import ledger_path, read_ledger
 from PIL import Image
+
+from mirsafety.core.ledger import ledger_path, read_ledger
+from mirsafety.core.records import settings_key
+from mirsafety.core.shards import parse_shard, shard_name, shard_slice
+from mirsafety.generation.generate import run_shard
+from mirsafety.models.backend import Backend, Result
 
 MODEL = {"batch_size": 2, "thinking": "auto", "single_image": False, "system_prompt": "sys",
          "image_pixels": {"min": None, "max": None}}

@@ -11,7 +11,7 @@ import huggingface_hub.constants
 import pytest
 import torch
 import yaml
-from conftest import REPO
+
 from mirsafety.judging.base import JudgeItem
 from mirsafety.judging.harmbench import (
     HarmBenchJudge,
@@ -23,6 +23,8 @@ from mirsafety.judging.harmbench import (
     render_prompt,
 )
 from mirsafety.judging.tiny_classifier import build_tiny_classifier
+
+from conftest import REPO
 
 SPEC = yaml.safe_load((REPO / "resources" / "tiny_judges.yaml").read_text())
 NAME = "tiny-harmbench-cls"
@@ -120,7 +122,7 @@ def item(uid="a", behavior=BEHAVIOR, generation=GENERATION, context=None):
 
 @pytest.fixture(scope="module")
 def templates():
-    return load_templates()
+    return load_templates(REPO / "resources")
 
 
 # --- templates and prompts ------------------------------------------------------------------------

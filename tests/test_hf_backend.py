@@ -4,12 +4,15 @@ import io
 import random
 
 import pytest
-from conftest import registry_entry
-from mirsafety.models import hf
+from PIL import Image
+
+from mirsafety.data.sample import draw_scene
+from mirsafety.entropy.capture import EntropyHook
+from mirsafety.models import loading
 from mirsafety.models.backend import Request
 from mirsafety.models.factory import make_backend
-from mirsafety.data.sample import draw_scene
-from PIL import Image
+
+from conftest import registry_entry
 
 ARCHITECTURES = ["tiny-qwen2.5-vl-s", "tiny-idefics3-s"]
 
@@ -25,10 +28,10 @@ def requests():
                     "You are a helpful assistant.") for n in (2, 3, 4)]
 
 
-def backend_for(tiny_models, name, **overrides):
+def backend_for(tiny_models, name, capture=None, **overrides):
     entry = {"backend": "transformers", "weights": {"path": str(tiny_models[name])},
              "dtype": "float32", "decoding": {"max_new_tokens": 6}, **overrides}
-    return make_backend(registry_entry(entry))
+    return make_backend(registry_entry(entry), capture=capture)
 
 
 @pytest.fixture(scope="module", params=ARCHITECTURES)
@@ -57,7 +60,7 @@ def test_batched_equals_one_by_one_under_greedy_decoding(loaded):
 
 def test_image_placeholder_mismatch_fails_only_that_item(loaded, monkeypatch):
     drop_one = "Violence/Analogy/3"
-    original = hf.chat_messages
+    original = loading.chat_messages
 
     def lossy(request):
         messages = original(request)
@@ -65,7 +68,7 @@ def test_image_placeholder_mismatch_fails_only_that_item(loaded, monkeypatch):
             messages[-1]["content"] = messages[-1]["content"][1:]
         return messages
 
-    monkeypatch.setattr(hf, "chat_messages", lossy)
+    monkeypatch.setattr(loading, "chat_messages", lossy)
     results = loaded.generate(requests())
     assert [r.status for r in results] == ["ok", "failed", "ok"]
     assert "placed 2 image placeholder(s) for 3 image(s)" in results[1].error
@@ -96,8 +99,8 @@ def test_api_backend_without_its_key_names_the_variable(monkeypatch):
 
 
 def test_entropy_captured_during_generation_leaves_outputs_unchanged(tiny_models):
-    plain = backend_for(tiny_models, "tiny-qwen2.5-vl-s")
-    capturing = backend_for(tiny_models, "tiny-qwen2.5-vl-s", entropy_capture=True)
+    plain = backend_for(tiny_models, "tiny-qwen2.5-vl-s", EntropyHook())  # the entry says no
+    capturing = backend_for(tiny_models, "tiny-qwen2.5-vl-s", EntropyHook(), entropy_capture=True)
     without = plain.generate(requests())
     with_entropy = capturing.generate(requests())
     assert [r.raw_output for r in with_entropy] == [r.raw_output for r in without]

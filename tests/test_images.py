@@ -1,7 +1,8 @@
 """What a model is shown: pixel limits and the paper's single-image concatenation."""
 
-from mirsafety.core.images import SINGLE_IMAGE_GAP, concatenate, fit_pixels, load_instance_images
 from PIL import Image
+
+from mirsafety.core.images import SINGLE_IMAGE_GAP, concatenate, fit_pixels, load_instance_images
 
 
 def test_concatenate_puts_images_side_by_side_with_50px_white_gaps():

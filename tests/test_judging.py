@@ -3,10 +3,12 @@
 import json
 
 import pytest
-from conftest import REPO
+
 from mirsafety.judging.base import Judge, Verdict
-from mirsafety.judging.refusal import RefusalJudge
 from mirsafety.judging.loop import judge_item, run_judge_shard
+from mirsafety.judging.refusal import RefusalJudge
+
+from conftest import REPO
 
 PATTERNS = REPO / "resources" / "refusal_patterns.yaml"
 

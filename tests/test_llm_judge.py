@@ -8,12 +8,20 @@ from dataclasses import astuple
 from pathlib import Path
 
 import pytest
-from fake_openai import ChatServer, clients, status
 
+from mirsafety.core.taxonomy import SAFE_KINDS
+from mirsafety.judging.base import JudgeItem
+from mirsafety.judging.llm import (
+    CLASSES,
+    DEFAULT_PROMPT_PATH,
+    LLMJudge,
+    UnparseableReply,
+    fill_prompt,
+    parse_reply,
+)
 from mirsafety.models.openai_api import MissingAPIKey
-from mirsafety.judging.base import SAFE_KINDS, JudgeItem
-from mirsafety.judging.llm import (CLASSES, DEFAULT_PROMPT_PATH, LLMJudge, UnparseableReply,
-                                  fill_prompt, parse_reply)
+
+from fake_openai import ChatServer, clients, status
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT_FILE = REPO / "resources" / "taxonomy_judge_prompt.txt"

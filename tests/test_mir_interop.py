@@ -5,21 +5,19 @@ import logging
 from collections import Counter
 
 import pytest
-from mirsafety.models.backend import Result
+
 from mirsafety.core.errors import DataError
-from mirsafety.generation.generate import make_record
-from mirsafety.interop.mir import (
-    EXCLUDED_FILE,
-    JUDGE_NAME,
-    MissingInstancesError,
+from mirsafety.core.taxonomy import instance_uid, sort_key
+from mirsafety.generation.record import make_record
+from mirsafety.interop.mir_export import (
     export_generations,
     export_judgments,
-    import_generations,
-    import_judgments,
     mir_statics_asr,
     mir_statics_counts,
 )
-from mirsafety.core.taxonomy import instance_uid, sort_key
+from mirsafety.interop.mir_import import import_generations, import_judgments
+from mirsafety.interop.mir_layout import EXCLUDED_FILE, JUDGE_NAME, MissingInstancesError
+from mirsafety.models.backend import Result
 
 MODEL = "m1"
 CELLS = [("Hate_Speech", "Analogy"), ("Hate_Speech", "Decomposition"),
@@ -340,7 +338,7 @@ def test_missing_instances_reported(study, tmp_path, caplog):
         import_generations(tmp_path / "infer", MODEL, instances)
     assert caught.value.missing == expected
     assert "3 of 12 instance(s) have no generation" in str(caught.value)
-    with caplog.at_level(logging.WARNING, logger="mirsafety.interop.mir"):
+    with caplog.at_level(logging.WARNING, logger="mirsafety.interop.mir_import"):
         gens = import_generations(tmp_path / "infer", MODEL, instances, allow_missing=True)
     assert len(gens) == 9
     assert all(uid in caplog.text for uid in expected)

@@ -7,11 +7,12 @@ import socket
 from dataclasses import astuple
 
 import pytest
-from fake_openai import ChatServer, clients, reply, status
 from PIL import Image
 
 from mirsafety.models.backend import Request
 from mirsafety.models.openai_api import MissingAPIKey, OpenAIBackend, parse_retry_after
+
+from fake_openai import ChatServer, clients, reply, status
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 KEY_ENV = "MIR_TEST_OPENAI_KEY"

@@ -4,11 +4,13 @@ import hashlib
 import json
 
 import pytest
-from conftest import write_extracted, write_hub
+
 from mirsafety.core.errors import DataError
+from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
 from mirsafety.data.prepare import expected_counts, prepare
 from mirsafety.data.sources import open_source
-from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
+
+from conftest import write_extracted, write_hub
 
 
 def run_prepare(source, out, dataset="sample", spec=None, enforce=True, **kwargs):

@@ -13,10 +13,13 @@ import sys
 
 import pytest
 import yaml
-from conftest import IGNORE, REPO, profile_without_conda, snakemake
+
 from mirsafety.core.config import validate_config
-from mirsafety.core.job_size import job_resources, shard_size
+from mirsafety.core.job_size import job_resources
+from mirsafety.core.shards import shard_size
 from mirsafety.core.taxonomy import PUBLISHED_TOTAL
+
+from conftest import IGNORE, REPO, profile_without_conda, snakemake
 
 PROFILES = ["local", "slurm"]
 

@@ -4,7 +4,6 @@ reader, the published scores (one source per column) and the capability table.""
 import hashlib
 import io
 import json
-import math
 from collections import Counter
 from pathlib import Path
 
@@ -12,9 +11,18 @@ import datasets
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, registry_entry
-from mirsafety.models.backend import Backend, Result
+from PIL import Image
+
 from mirsafety.core.errors import DataError
+from mirsafety.models.backend import Backend, Result
+from mirsafety.reasoning.item_set import (
+    TASKS,
+    load_spec,
+    read_items,
+    read_muirbench,
+    write_items,
+    write_reasoning_set,
+)
 from mirsafety.reasoning.scores import (
     MEASURED_SOURCE,
     TABLE_COLUMNS,
@@ -25,17 +33,9 @@ from mirsafety.reasoning.scores import (
     load_published,
     run_reasoning,
     score_results,
-    wilson_percent,
 )
-from mirsafety.reasoning.item_set import (
-    TASKS,
-    load_spec,
-    read_items,
-    read_muirbench,
-    write_items,
-    write_reasoning_set,
-)
-from PIL import Image
+
+from conftest import REPO, hand_wilson, registry_entry
 
 SPEC_PATH = REPO / "resources" / "reasoning_spec.yaml"
 SMALL = {"name": "mir-reasoning-embedded", "seed": 3, "image_size": [64, 64],
@@ -197,22 +197,6 @@ def test_extract_choice_respects_option_count_and_none():
 
 # --- scoring ----------------------------------------------------------------------------------
 
-def wilson_by_hand(k, n, z=1.959963984540054):
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return 100 * (centre - half), 100 * (centre + half)
-
-
-@pytest.mark.parametrize("k, n", [(7, 20), (0, 10), (10, 10), (57, 120)])
-def test_wilson_matches_hand_computation(k, n):
-    assert wilson_percent(k, n) == pytest.approx(wilson_by_hand(k, n), abs=1e-9)
-
-
-def test_wilson_of_nothing_is_nan():
-    assert all(math.isnan(v) for v in wilson_percent(0, 0))
-
-
 def make_items(n=8):
     tasks = ["t1", "t2"]
     return [{"id": f"i{k}", "benchmark": "b", "task": tasks[k % 2], "question": "q",
@@ -235,7 +219,7 @@ def test_evaluate_counts_correct_wrong_unparsed_failed():
     assert (summary["n_correct"] + summary["n_wrong_parsed"] + summary["n_unparsed"]
             + summary["n_failed"]) == summary["n"]
     assert summary["accuracy"] == 50.0
-    assert (summary["ci_low"], summary["ci_high"]) == pytest.approx(wilson_by_hand(4, 8))
+    assert (summary["ci_low"], summary["ci_high"]) == pytest.approx([100 * v for v in hand_wilson(4, 8)])
     assert summary["ci_method"] == "wilson" and summary["chance_accuracy"] == 25.0
     assert summary["benchmark"] == "b"
     t1, t2 = summary["per_task"]["t1"], summary["per_task"]["t2"]   # even / odd items
@@ -489,10 +473,14 @@ def test_prefix_matching_two_sources_and_unknown_alias_are_errors(published_file
 
 
 def test_shipped_published_files_cover_the_study_registry():
+    from mirsafety.reasoning.scores import PUBLISHED_COLUMNS, read_published_csv
+
+    # The repository's own copy is the reference table: five columns, a source on every row,
+    # a number for every score.
     csv = REPO / "resources" / "published_reasoning_scores.csv"
-    reference = Path("/work/shared/reference/published_reasoning_scores.csv")
-    if reference.exists():
-        assert csv.read_bytes() == reference.read_bytes()
+    table = read_published_csv(csv)
+    assert list(table.columns) == PUBLISHED_COLUMNS
+    assert (table["source"].str.strip() != "").all() and table["score"].notna().all()
     study = list(yaml.safe_load((REPO / "config" / "study.yaml").read_text())["models"])
     frame = load_published(csv, REPO / "resources" / "published_sources.yaml",
                            REPO / "resources" / "model_aliases.yaml", models=study)
@@ -525,7 +513,7 @@ def test_capability_table_keeps_measured_and_published_apart(published_files):
     first = table.iloc[0]
     assert (first["model"], first["capability"], first["score"], first["n_items"],
             first["source"]) == ("alpha", "measured:b", 100.0, 4.0, MEASURED_SOURCE)
-    assert first["ci_low"] == pytest.approx(wilson_by_hand(4, 4)[0])
+    assert first["ci_low"] == pytest.approx(100 * hand_wilson(4, 4)[0])
     published_rows = table[table["capability"].str.startswith("published:")]
     assert published_rows["ci_low"].isna().all() and published_rows["n_items"].isna().all()
     assert set(published_rows["capability"]) == {"published:MuirBench", "published:BLINK",
@@ -534,3 +522,20 @@ def test_capability_table_keeps_measured_and_published_apart(published_files):
     assert table[table["model"] == "zeta"]["score"].tolist() == [25.0]
     assert "delta" not in set(table["model"])
     assert list(dict.fromkeys(table["model"])) == ["alpha", "beta", "zeta"]
+
+
+@pytest.mark.parametrize("benchmark", ["muirbench", "embedded"])
+def test_primary_capability_name_agrees_with_the_scored_items(benchmark, tmp_path):
+    """The workflow names the primary capability from the config before any item exists
+    (common.smk); with MuirBench it once took the embedded spec's name, and render failed."""
+    from mirsafety.reasoning.item_set import benchmark_name, measured_capability
+
+    if benchmark == "muirbench":
+        read_muirbench(write_muir(muir_rows(), tmp_path / "snapshot"), tmp_path / "set")
+    else:
+        write_reasoning_set(SMALL, tmp_path / "set")
+    items = read_items(tmp_path / "set")
+    summary = evaluate([Result(i["id"], "ok", raw_output="A") for i in items], items)
+    table = capability_table({"m": summary}, pd.DataFrame(columns=["model"]), ["m"])
+    named = measured_capability(benchmark_name({"benchmark": benchmark, "spec": SPEC_PATH}))
+    assert table["capability"].tolist() == [named]

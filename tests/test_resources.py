@@ -1,8 +1,9 @@
 """Job resources scale with the shard: set-up once, then seconds per item, more on a retry."""
 
 import pytest
-from mirsafety.generation.generate import shard_slice
-from mirsafety.core.job_size import job_resources, runtime_minutes, shard_size
+
+from mirsafety.core.job_size import job_resources, runtime_minutes
+from mirsafety.core.shards import shard_size, shard_slice
 
 RESOURCES = {"gpus": 2, "mem_mb": 64000, "setup_min": 15, "seconds_per_item": 25.6}
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import yaml
+
 from conftest import snakemake, snakemake_command
 
 pytestmark = pytest.mark.workflow

@@ -5,10 +5,12 @@ import io
 
 import pyarrow.parquet as pq
 import yaml
-from conftest import REPO
-from mirsafety.data.sample import HUB_FEATURES, PLACEHOLDER, make_records, write_sample
-from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
 from PIL import Image
+
+from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
+from mirsafety.data.sample import HUB_FEATURES, PLACEHOLDER, make_records, write_sample
+
+from conftest import REPO
 
 SPEC = yaml.safe_load((REPO / "resources" / "sample_spec.yaml").read_text())
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import IGNORE, REPO, profile_without_conda
 
 pytestmark = [

@@ -1,6 +1,7 @@
 """The answer/thinking split, in the MIR code's order."""
 
 import pytest
+
 from mirsafety.core.thinking import split_thinking
 
 CASES = [

@@ -10,12 +10,14 @@ import huggingface_hub.constants
 import pytest
 import torch
 import yaml
-from conftest import REPO
-from mirsafety.models.processors import Qwen2_5_VLImageOnlyProcessor
-from mirsafety.data.sample import draw_scene
-from mirsafety.models.tiny import build_tiny_model, load_model, load_processor, special_tokens
 from PIL import Image
 from transformers import Idefics3Processor, Qwen2_5_VLProcessor
+
+from mirsafety.data.sample import draw_scene
+from mirsafety.models.processors import Qwen2_5_VLImageOnlyProcessor
+from mirsafety.models.tiny import build_tiny_model, load_model, load_processor, special_tokens
+
+from conftest import REPO
 
 SPEC = yaml.safe_load((REPO / "resources" / "tiny_models.yaml").read_text())
 NAMES = sorted(SPEC["models"])

@@ -3,12 +3,12 @@
 import json
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
 import yaml
-from conftest import IGNORE, REPO, snakemake, write_extracted
+
+from conftest import snakemake, write_extracted
 
 pytestmark = pytest.mark.workflow
 

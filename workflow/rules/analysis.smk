@@ -1,4 +1,52 @@
-"""Stage 7, analysis: the ASR-reasoning correlation (per judge) and the entropy comparison."""
+"""Stage 7, analysis: ASR tables, judge agreement, the judge audit, and the ASR-reasoning
+correlation (per judge). The entropy comparison sits with its stage in entropy.smk."""
+
+
+rule asr:
+    input:
+        judgments=lambda w: judgment_outputs(w.judge, conditions="all"),
+        metas=lambda w: judgment_outputs(w.judge, "meta", conditions="all"),
+        instances=str(Path(dataset_dir(), "instances.jsonl")),
+    output:
+        asr=report(
+            "results/asr/{judge}/asr.csv",
+            caption="../report/asr.rst",
+            category="Attack success",
+        ),
+        seed_macro="results/asr/{judge}/seed_macro.csv",
+        safe_kinds="results/asr/{judge}/safe_kinds.csv",
+        conditions="results/asr/{judge}/asr_by_condition.csv",
+        paired="results/asr/{judge}/conditions_paired.csv",
+    log:
+        "logs/asr/{judge}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/asr.py"
+
+
+rule judge_agreement:
+    input:
+        judgments=[path for judge in config["judges"] for path in judgment_outputs(judge)],
+        instances=str(Path(dataset_dir(), "instances.jsonl")),
+    output:
+        report(
+            "results/asr/judge_agreement.csv",
+            caption="../report/agreement.rst",
+            category="Attack success",
+        ),
+    log:
+        "logs/asr/judge_agreement.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/judge_agreement.py"
 
 
 rule correlation:
@@ -13,12 +61,6 @@ rule correlation:
         ),
         groups="results/analysis/{judge}/correlation_groups.csv",
         lofo="results/analysis/{judge}/correlation_lofo.csv",
-    params:
-        model_info=lambda w: model_info(),
-        primary_capability=lambda w: primary_capability(),
-        n_boot=config["analysis"]["n_boot"],
-        n_perm=config["analysis"]["n_perm"],
-        seed=config["analysis"]["seed"],
     log:
         "logs/analysis/correlation_{judge}.log",
     conda:
@@ -26,5 +68,57 @@ rule correlation:
     resources:
         mem_mb=2000,
         runtime=20,
+    params:
+        model_info=lambda w: model_info(),
+        primary_capability=lambda w: primary_capability(),
+        n_boot=config["analysis"]["n_boot"],
+        n_perm=config["analysis"]["n_perm"],
+        seed=config["analysis"]["seed"],
     script:
         "../scripts/correlation.py"
+
+
+rule audit_sample:
+    """A blind, stratified sample of answers for people to label, and its key."""
+    input:
+        instances=str(Path(dataset_dir(), "instances.jsonl")),
+        generations=lambda w: generation_outputs(conditions=["multi_image"]),
+        judgments=[path for judge in config["judges"] for path in judgment_outputs(judge)],
+    output:
+        sheet="results/audit/audit_sample.csv",
+        key="results/audit/audit_key.csv",
+    log:
+        "logs/audit/sample.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        per_stratum=config["audit"]["per_stratum"],
+        disagreement_boost=config["audit"]["disagreement_boost"],
+        seed=config["audit"]["seed"],
+    script:
+        "../scripts/audit_sample.py"
+
+
+rule judge_vs_people:
+    """Every judge against the people's labels: precision, recall, Cohen's kappa."""
+    input:
+        labels=config["audit"]["labels"] or [],
+        judgments=[path for judge in config["judges"] for path in judgment_outputs(judge)],
+    output:
+        report(
+            "results/analysis/judge_vs_people.csv",
+            caption="../report/judge_vs_people.rst",
+            category="Attack success",
+        ),
+    log:
+        "logs/audit/judge_vs_people.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/judge_vs_people.py"

@@ -13,29 +13,29 @@ SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 from mirsafety.core.config import validate_config  # noqa: E402
-from mirsafety.generation.generate import shard_name  # noqa: E402
-from mirsafety.judging.factory import TINY_JUDGES_DIR  # noqa: E402
+from mirsafety.core.shards import shard_name, shard_size  # noqa: E402
 from mirsafety.data.prepare import expected_counts  # noqa: E402
-from mirsafety.reasoning.item_set import load_spec as load_reasoning_spec  # noqa: E402
-from mirsafety.core.job_size import MUIRBENCH_ITEMS, job_resources, shard_size  # noqa: E402
+from mirsafety.render import FIGURES as RENDER_FIGURES  # noqa: E402
+from mirsafety.render import NUMBERS as RENDER_NUMBERS  # noqa: E402
+from mirsafety.render import TABLES as RENDER_TABLES  # noqa: E402
+from mirsafety.reasoning.item_set import (  # noqa: E402
+    benchmark_name as reasoning_benchmark_name,
+    load_spec as load_reasoning_spec,
+    measured_capability,
+)
+from mirsafety.core.job_size import MUIRBENCH_ITEMS, job_resources  # noqa: E402
 
 config.update(
-    validate_config(config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml")
+    validate_config(
+        config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
+    )
 )
 
 DATASET = config["dataset"]["name"]
 
-# What the render stage writes; paper/main.tex reads exactly these (mirsafety.render.paper.REQUIRED).
-FIGURES = {
-    name: f"results/figures/{name}.pdf"
-    for name in ("asr_vs_reasoning", "asr_heatmap", "asr_by_category", "taxonomy_shares",
-                 "entropy_safe_unsafe", "asr_by_condition")
-}
-TABLES = {
-    name: f"results/tables/{name}.tex"
-    for name in ("asr_main", "asr_relation", "correlation", "entropy", "conditions",
-                 "judge_audit", "numbers")
-}
+# What the render stage writes; paper/main.tex reads exactly these (mirsafety.render.FIGURES, ...).
+FIGURES = {name: f"results/figures/{name}.pdf" for name in RENDER_FIGURES}
+TABLES = {name: f"results/tables/{name}.tex" for name in (*RENDER_TABLES, RENDER_NUMBERS)}
 SAMPLE_SNAPSHOT = "results/raw/sample"
 HUB_SNAPSHOT = "results/raw/mir"
 
@@ -81,8 +81,11 @@ def dataset_settings(wildcards):
             "enforce_counts": True,
             "provenance": {"spec": config["sample"]["spec"]},
         }
-    provenance = {"local_path": ds["local_path"]} if ds["local_path"] else {
-        "repo_id": ds["repo_id"], "revision": ds["revision"]}
+    provenance = (
+        {"local_path": ds["local_path"]}
+        if ds["local_path"]
+        else {"repo_id": ds["repo_id"], "revision": ds["revision"]}
+    )
     return {
         "split": ds["split"],
         "expected": expected_counts("mir"),
@@ -156,8 +159,12 @@ def generation_outputs(conditions="all"):
     return [
         path
         for name in config["models"]
-        for path in expand(rules.generate.output.shard, model=name, shard=shard_names(name),
-                           condition=model_conditions(name, conditions))
+        for path in expand(
+            rules.generate.output.shard,
+            model=name,
+            shard=shard_names(name),
+            condition=model_conditions(name, conditions),
+        )
     ]
 
 
@@ -188,9 +195,13 @@ def judgment_outputs(judge, kind="judgments", models=None, conditions=("multi_im
     return [
         path
         for model in (config["models"] if models is None else models)
-        for path in expand(getattr(rules.judge.output, kind), judge=judge, model=model,
-                           shard=shard_names(model),
-                           condition=model_conditions(model, conditions))
+        for path in expand(
+            getattr(rules.judge.output, kind),
+            judge=judge,
+            model=model,
+            shard=shard_names(model),
+            condition=model_conditions(model, conditions),
+        )
     ]
 
 
@@ -255,7 +266,10 @@ def reasoning_generate_inputs(wildcards):
 def reasoning_model_entry(model):
     """The model's registry entry, asked for a short answer (a letter) on the reasoning items."""
     entry = dict(config["models"][model])
-    entry["decoding"] = {**entry["decoding"], "max_new_tokens": config["reasoning"]["max_new_tokens"]}
+    entry["decoding"] = {
+        **entry["decoding"],
+        "max_new_tokens": config["reasoning"]["max_new_tokens"],
+    }
     return entry
 
 
@@ -271,14 +285,14 @@ def primary_capability():
     """The capability behind the per-group correlations (default: the measured score)."""
     if config["analysis"]["primary_capability"]:
         return config["analysis"]["primary_capability"]
-    name = yaml.safe_load(Path(config["reasoning"]["spec"]).read_text())["name"]
-    return f"measured:{name}"
+    return measured_capability(reasoning_benchmark_name(config["reasoning"]))
 
 
 def taxonomy_judge():
     """The judge whose safe answers carry kinds (the first llm judge), else the primary judge."""
-    return next((j for j, spec in config["judges"].items() if spec["kind"] == "llm"),
-                primary_judge())
+    return next(
+        (j for j, spec in config["judges"].items() if spec["kind"] == "llm"), primary_judge()
+    )
 
 
 def render_inputs(wildcards):

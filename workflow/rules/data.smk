@@ -1,6 +1,5 @@
 """Stage 1, data: the embedded sample, the hub download, and prepare (any source -> one form)."""
 
-
 if uses_hub():
 
     envvars:
@@ -26,10 +25,6 @@ rule sample_dataset:
 rule download_dataset:
     output:
         snapshot=directory(HUB_SNAPSHOT),
-    params:
-        repo_id=config["dataset"]["repo_id"],
-        revision=config["dataset"]["revision"],
-        split=config["dataset"]["split"],
     log:
         "logs/data/download_dataset.log",
     conda:
@@ -37,6 +32,10 @@ rule download_dataset:
     resources:
         mem_mb=4000,
         runtime=180,
+    params:
+        repo_id=config["dataset"]["repo_id"],
+        revision=config["dataset"]["revision"],
+        split=config["dataset"]["split"],
     script:
         "../scripts/download_dataset.py"
 
@@ -48,13 +47,6 @@ rule prepare_dataset:
         instances="results/data/{dataset}/instances.jsonl",
         images=directory("results/data/{dataset}/images"),
         manifest="results/data/{dataset}/manifest.json",
-    params:
-        source_dir=dataset_source_dir,
-        split=lambda w: dataset_settings(w)["split"],
-        expected=lambda w: dataset_settings(w)["expected"],
-        enforce_counts=lambda w: dataset_settings(w)["enforce_counts"],
-        provenance=lambda w: dataset_settings(w)["provenance"],
-        max_image_pixels=config["dataset"]["max_image_pixels"],
     log:
         "logs/data/prepare_{dataset}.log",
     conda:
@@ -62,5 +54,12 @@ rule prepare_dataset:
     resources:
         mem_mb=4000,
         runtime=120,
+    params:
+        source_dir=dataset_source_dir,
+        split=lambda w: dataset_settings(w)["split"],
+        expected=lambda w: dataset_settings(w)["expected"],
+        enforce_counts=lambda w: dataset_settings(w)["enforce_counts"],
+        provenance=lambda w: dataset_settings(w)["provenance"],
+        max_image_pixels=config["dataset"]["max_image_pixels"],
     script:
         "../scripts/prepare_dataset.py"

@@ -7,19 +7,19 @@ rule entropy:
     output:
         entropy="results/entropy/{model}/{shard}.jsonl",
         meta="results/entropy/{model}/{shard}.meta.json",
-    params:
-        model=lambda w: config["models"][w.model],
-        options=lambda w: {k: config["entropy"][k] for k in ("selection", "first_n")},
-        dataset_dir=lambda w: dataset_dir(),
+    log:
+        "logs/entropy/{model}/{shard}.log",
+    conda:
+        "../../envs/entropy.yaml"
     threads: 2
     resources:
         mem_mb=lambda w, attempt: shard_resources(w, attempt)["mem_mb"],
         runtime=lambda w, attempt: shard_resources(w, attempt)["runtime"],
         gpu=lambda w, attempt: shard_resources(w, attempt)["gpu"],
-    log:
-        "logs/entropy/{model}/{shard}.log",
-    conda:
-        "../../envs/entropy.yaml"
+    params:
+        model=lambda w: config["models"][w.model],
+        options=lambda w: {k: config["entropy"][k] for k in ("selection", "first_n")},
+        dataset_dir=lambda w: dataset_dir(),
     script:
         "../scripts/entropy.py"
 
@@ -36,8 +36,6 @@ rule entropy_compare:
         ),
         layers="results/analysis/{judge}/entropy_layers.csv",
         mixed="results/analysis/{judge}/entropy_mixed.csv",
-    params:
-        metric=config["entropy"]["metric"],
     log:
         "logs/analysis/entropy_{judge}.log",
     conda:
@@ -45,5 +43,7 @@ rule entropy_compare:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        metric=config["entropy"]["metric"],
     script:
         "../scripts/entropy_compare.py"

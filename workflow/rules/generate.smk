@@ -1,4 +1,4 @@
-"""Stages 2-3, models and generation: tiny offline models, then one job per model and shard."""
+"""Stages 2-3, models and generation: tiny offline models, then one job per model, condition and shard."""
 
 
 rule build_tiny_model:
@@ -23,18 +23,18 @@ rule generate:
     output:
         shard="results/generations/{model}/{condition}/{shard}.jsonl",
         meta="results/generations/{model}/{condition}/{shard}.meta.json",
-    params:
-        model=lambda w: config["models"][w.model],
-        condition=lambda w: w.condition,
-        dataset_dir=lambda w: dataset_dir(),
+    log:
+        "logs/generate/{model}/{condition}/{shard}.log",
+    conda:
+        "../../envs/generate.yaml"
     threads: 2
     resources:
         mem_mb=lambda w, attempt: shard_resources(w, attempt)["mem_mb"],
         runtime=lambda w, attempt: shard_resources(w, attempt)["runtime"],
         gpu=lambda w, attempt: shard_resources(w, attempt)["gpu"],
-    log:
-        "logs/generate/{model}/{condition}/{shard}.log",
-    conda:
-        "../../envs/generate.yaml"
+    params:
+        model=lambda w: config["models"][w.model],
+        condition=lambda w: w.condition,
+        dataset_dir=lambda w: dataset_dir(),
     script:
         "../scripts/generate.py"

@@ -6,8 +6,6 @@ rule reasoning_set:
         unpack(reasoning_set_inputs),
     output:
         item_list="results/reasoning/set/items.jsonl",
-    params:
-        benchmark=config["reasoning"]["benchmark"],
     log:
         "logs/reasoning/set.log",
     conda:
@@ -15,6 +13,8 @@ rule reasoning_set:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        benchmark=config["reasoning"]["benchmark"],
     script:
         "../scripts/reasoning_set.py"
 
@@ -25,17 +25,17 @@ rule reasoning_generate:
     output:
         summary="results/reasoning/models/{model}/summary.json",
         records="results/reasoning/models/{model}/records.jsonl",
-    params:
-        model=lambda w: reasoning_model_entry(w.model),
+    log:
+        "logs/reasoning/{model}.log",
+    conda:
+        "../../envs/generate.yaml"
     threads: 2
     resources:
         mem_mb=lambda w, attempt: reasoning_resources(w, attempt)["mem_mb"],
         runtime=lambda w, attempt: reasoning_resources(w, attempt)["runtime"],
         gpu=lambda w, attempt: reasoning_resources(w, attempt)["gpu"],
-    log:
-        "logs/reasoning/{model}.log",
-    conda:
-        "../../envs/generate.yaml"
+    params:
+        model=lambda w: reasoning_model_entry(w.model),
     script:
         "../scripts/reasoning_generate.py"
 
@@ -53,8 +53,6 @@ rule capability:
             category="Reasoning capability",
         ),
         unmatched="results/reasoning/unmatched.json",
-    params:
-        models=list(config["models"]),
     log:
         "logs/reasoning/capability.log",
     conda:
@@ -62,5 +60,7 @@ rule capability:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        models=list(config["models"]),
     script:
         "../scripts/capability.py"

@@ -10,9 +10,6 @@ rule render:
             for name, path in FIGURES.items()
         },
         **TABLES,
-    params:
-        judge=lambda w: primary_judge(),
-        primary=lambda w: primary_capability(),
     log:
         "logs/render/render.log",
     conda:
@@ -20,6 +17,9 @@ rule render:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        judge=lambda w: primary_judge(),
+        primary=lambda w: primary_capability(),
     script:
         "../scripts/render.py"
 

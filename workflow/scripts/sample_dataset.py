@@ -1,13 +1,4 @@
 """Rule `sample_dataset`: draw the embedded offline dataset in the hub's parquet format."""
+from mirsafety.data.rules import sample_dataset
 
-import logging
-from pathlib import Path
-
-import yaml
-from mirsafety.core import logs
-from mirsafety.data.sample import write_sample
-
-logs.to_file(snakemake.log[0])
-spec = yaml.safe_load(Path(snakemake.input.spec).read_text())
-path = write_sample(spec, Path(snakemake.output.parquet).parents[1])
-logging.getLogger("sample_dataset").info("wrote %s", path)
+sample_dataset(snakemake)  # noqa: F821 - injected by Snakemake

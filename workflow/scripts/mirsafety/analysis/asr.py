@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from statsmodels.stats.inter_rater import cohens_kappa
-from statsmodels.stats.proportion import proportion_confint
 
+from mirsafety.core.intervals import wilson
 from mirsafety.core.records import read_jsonl
+from mirsafety.core.taxonomy import ALL, NO_KIND
 
-ALL = "ALL"
 LEVELS = {
     "model": ["model"],
     "model_relation": ["model", "relation"],
@@ -58,16 +58,6 @@ def check_complete(frame: pd.DataFrame, n_instances: int) -> None:
         raise ValueError("judgments do not cover the dataset exactly: " + "; ".join(problems))
 
 
-def wilson(successes, trials) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson 95% interval; NaN where there were no trials."""
-    successes, trials = np.asarray(successes, float), np.asarray(trials, float)
-    low, high = np.full_like(trials, np.nan), np.full_like(trials, np.nan)
-    some = trials > 0
-    low[some], high[some] = proportion_confint(successes[some], trials[some], alpha=0.05,
-                                               method="wilson")
-    return low, high
-
-
 def asr_table(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     counts = (frame.groupby(by)["label"].value_counts().unstack(fill_value=0)
               .reindex(columns=["unsafe", "safe", "error"], fill_value=0))
@@ -104,7 +94,7 @@ def seed_macro(frame: pd.DataFrame) -> pd.DataFrame:
 
 def safe_kind_shares(frame: pd.DataFrame) -> pd.DataFrame:
     """Per model, how the safe answers divide into kinds (refusal, misunderstanding, …)."""
-    safe = frame[frame["label"] == "safe"].assign(safe_kind=lambda f: f["safe_kind"].fillna("none"))
+    safe = frame[frame["label"] == "safe"].assign(safe_kind=lambda f: f["safe_kind"].fillna(NO_KIND))
     counts = safe.groupby(["model", "safe_kind"]).size().rename("n").reset_index()
     counts["share"] = counts["n"] / counts.groupby("model")["n"].transform("sum")
     return counts

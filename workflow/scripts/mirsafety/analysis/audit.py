@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.inter_rater import cohens_kappa
 
-from mirsafety.analysis.asr import wilson
 from mirsafety.core.errors import DataError
+from mirsafety.core.intervals import wilson
 
 HUMAN_LABELS = ("unsafe", "safe", "unsure")
 HUMAN_LABEL_HEADER = ("# human_label: one of unsafe, safe, unsure — leave blank if not labelled; "

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.contingency_tables import mcnemar
 
-from mirsafety.analysis.asr import ALL, asr_table
+from mirsafety.analysis.asr import asr_table
+from mirsafety.core.taxonomy import ALL
 
 BASELINE = "multi_image"
 

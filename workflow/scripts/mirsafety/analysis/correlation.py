@@ -29,9 +29,7 @@ import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
-
-ALL = "ALL"
+from mirsafety.core.taxonomy import ALL, CATEGORIES, RELATIONS
 
 CORRELATION_COLUMNS = [
     "judge", "capability", "n_models", "models",

@@ -11,13 +11,6 @@ import math
 MUIRBENCH_ITEMS = 2600  # MuirBench's test split (Wang et al., 2024)
 
 
-def shard_size(total: int, shards: int) -> int:
-    """Items in the largest of ``shards`` near-equal contiguous chunks (generate.shard_slice)."""
-    if total < 0 or shards < 1:
-        raise ValueError(f"cannot split {total} items into {shards} shards")
-    return math.ceil(total / shards)
-
-
 def runtime_minutes(resources: dict, items: int, attempt: int = 1) -> int:
     """Wall-time to request, in minutes: set-up plus items, times the attempt number."""
     minutes = resources["setup_min"] + math.ceil(items * resources["seconds_per_item"] / 60)

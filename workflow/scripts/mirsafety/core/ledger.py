@@ -5,12 +5,19 @@ undeclared file beside the shard. Each item is one line, written and fsynced as 
 done; a kill can only tear the line in flight, which the next run cuts off. The first line holds
 a key of the settings the items were made with: a ledger made with other settings is discarded,
 never mixed in.
+
+``run_resumable`` is the one loop the resumable stages (generation, judging, entropy) share.
 """
 
 import json
 import logging
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from tqdm import tqdm
+
+from mirsafety.core.records import settings_key, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +65,40 @@ class LedgerWriter:
 
     def close(self) -> None:
         self.handle.close()
+
+
+def run_resumable(items: list[dict], process: Callable[[list[dict]], Iterable[dict]], *,
+                  out_path, meta_path, settings: dict, count_field: str,
+                  is_done: Callable[[dict], bool], announce: Callable[[int, int], None],
+                  batch_size: int, progress: str, unit: str = "item",
+                  prefilled: dict[str, dict] | None = None) -> dict:
+    """Finish every item of a shard that earlier runs under ``settings`` left undone; write the
+    shard (one record per item, in order) and its meta; return the meta.
+
+    ``is_done`` says whether an item's latest ledger record (``{}`` when none) can stand.
+    ``prefilled`` holds records that are final without processing (say, for items that cannot be
+    processed): they win over the ledger and are not written to it. ``process`` gets the rest in
+    batches of ``batch_size`` and yields one record per item, in order; each is made durable
+    before the next, so a kill loses at most the batch in flight. ``announce(total, todo)`` logs
+    the plan in the stage's own words; ``progress`` and ``unit`` label the progress bar.
+    """
+    ledger = ledger_path(out_path)
+    key = settings_key(settings)
+    prefilled = prefilled or {}
+    done = {**read_ledger(ledger, key), **prefilled}
+    todo = [item for item in items
+            if item["uid"] not in prefilled and not is_done(done.get(item["uid"], {}))]
+    announce(len(items), len(todo))
+    writer = LedgerWriter(ledger, key)
+    try:
+        with tqdm(total=len(todo), desc=progress, unit=unit) as bar:
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start:start + batch_size]
+                for item, record in zip(batch, process(batch), strict=True):
+                    writer.write(record)
+                    done[item["uid"]] = record
+                bar.update(len(batch))
+    finally:
+        writer.close()
+    return write_shard(out_path, meta_path, [done[i["uid"]] for i in items], settings,
+                       count_field)

@@ -42,13 +42,25 @@ def settings_key(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
-def software_versions() -> dict:
+#: What a module is recorded as, where its import name is not its distribution's.
+_DISTRIBUTIONS = {"PIL": "pillow"}
+
+
+def software_versions(*modules) -> dict:
+    """Python's version and each given module's ``__version__``, for an output's provenance."""
+    versions = {"python": platform.python_version()}
+    for module in modules:
+        versions[_DISTRIBUTIONS.get(module.__name__, module.__name__)] = module.__version__
+    return versions
+
+
+def model_stack_versions() -> dict:
+    """The versions a model stage's output depends on (imported here, only when one is written)."""
     import PIL
     import torch
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "pillow": PIL.__version__}
+    return software_versions(torch, transformers, PIL)
 
 
 def write_shard(out_path, meta_path, records: list[dict], settings: dict, count_field: str) -> dict:
@@ -58,7 +70,7 @@ def write_shard(out_path, meta_path, records: list[dict], settings: dict, count_
     for record in records:
         counts[record[count_field]] = counts.get(record[count_field], 0) + 1
     meta = {**settings, "settings_key": settings_key(settings), "n_items": len(records),
-            f"{count_field}_counts": dict(sorted(counts.items())), "software": software_versions()}
+            f"{count_field}_counts": dict(sorted(counts.items())), "software": model_stack_versions()}
     write_jsonl(out_path, records)
     write_json(meta_path, meta)
     return meta

@@ -1,7 +1,7 @@
 """The benchmark's fixed vocabulary: risk categories, relation types and published counts.
 
 Source: MIR-SafetyBench (Chen et al., 2026, arXiv 2601.14127) as summarised in
-``shared/reference/paper-facts.md``. The values are the strings used in the hub dataset.
+``docs/paper-facts.md``. The values are the strings used in the hub dataset.
 """
 
 CATEGORIES = (
@@ -42,6 +42,16 @@ RELATION_GROUPS = {
     "Causality": "logical",
     "Decomposition": "logical",
 }
+
+#: What a safe answer is, for a taxonomy judge: a genuine refusal, or one of the superficial kinds
+#: the paper found (it misread the attack, dodged it, or talked about something else).
+SAFE_KINDS = ("refusal", "misunderstanding", "evasive", "irrelevant")
+
+#: A safe answer whose judge gives no kind (every judge but the taxonomy one).
+NO_KIND = "none"
+
+#: The relation or category of a row that pools over all of them.
+ALL = "ALL"
 
 
 def instance_uid(category: str, relation: str, source_id) -> str:

@@ -14,10 +14,12 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import PIL
+import pyarrow
 from tqdm import tqdm
 
 from mirsafety.core.errors import DataError
-from mirsafety.data.sources import RawInstance, open_source
+from mirsafety.core.records import software_versions
 from mirsafety.core.taxonomy import (
     CATEGORIES,
     PUBLISHED_RELATION_COUNTS,
@@ -27,6 +29,7 @@ from mirsafety.core.taxonomy import (
     instance_uid,
     sort_key,
 )
+from mirsafety.data.sources import RawInstance, open_source
 from mirsafety.data.validate import ImageProblem, check_fields, check_image
 
 log = logging.getLogger(__name__)
@@ -148,17 +151,6 @@ def source_provenance(source_dir, given: dict) -> dict:
     return {**given, **extra}
 
 
-def software_versions() -> dict:
-    """Versions of the libraries that decode and write the data, for the manifest."""
-    import platform
-
-    import PIL
-    import pyarrow
-
-    return {"python": platform.python_version(), "pillow": PIL.__version__,
-            "pyarrow": pyarrow.__version__}
-
-
 def _publish(staging: Path, out_dir: Path) -> None:
     """Move the finished files into place, the manifest last (it marks a complete dataset)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -205,7 +197,7 @@ def prepare(source_dir, out_dir, *, dataset: str, split: str, max_image_pixels: 
             "dataset": dataset,
             "source": {"kind": source.kind, "path": str(source_dir), "split": split,
                        **source_provenance(source_dir, provenance)},
-            "software": software_versions(),
+            "software": software_versions(PIL, pyarrow),
             "counts": found,
             "expected": expected,
             "count_check": {

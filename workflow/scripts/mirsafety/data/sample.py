@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
 
-#: Column names and types of the hub dataset (paper-facts.md).
+#: Column names and types of the hub dataset (docs/paper-facts.md).
 HUB_FEATURES = datasets.Features(
     {
         "id": datasets.Value("int64"),

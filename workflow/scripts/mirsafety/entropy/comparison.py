@@ -99,7 +99,8 @@ LAYER_COLUMNS = ["model", "layer", "label", "mean_entropy", "n"]
 
 def write_comparison(entropy_paths, judgment_paths, metric: str, comparison_path, layers_path,
                      mixed_path) -> None:
-    """All three tables; empty (with their headers) when no model had an entropy pass."""
+    """All three tables. With no entropy pass at all, the comparison and layer tables are empty
+    (headers only) and the mixed-model table has one row saying why."""
     if not entropy_paths:
         pd.DataFrame(columns=COMPARISON_COLUMNS).to_csv(comparison_path, index=False)
         pd.DataFrame(columns=LAYER_COLUMNS).to_csv(layers_path, index=False)

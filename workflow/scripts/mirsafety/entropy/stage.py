@@ -6,19 +6,11 @@ change without generating again. Like generation, it resumes item by item.
 """
 
 import logging
-from pathlib import Path
 
-from tqdm import tqdm
-
-from mirsafety.models.factory import weights_identity, weights_location
+from mirsafety.core.ledger import run_resumable
+from mirsafety.core.records import read_jsonl, sha256_file
 from mirsafety.generation.generate import make_request
-from mirsafety.core.ledger import LedgerWriter, ledger_path, read_ledger
-from mirsafety.core.records import (
-    read_jsonl,
-    settings_key,
-    sha256_file,
-    write_shard,
-)
+from mirsafety.models.factory import weights_identity, weights_location
 
 log = logging.getLogger(__name__)
 
@@ -38,36 +30,44 @@ def entropy_record(extractor, generation: dict, instance: dict, dataset_dir, mod
 
 
 def entropy_shard(*, model_name: str, model: dict, options: dict, generations_path,
-                  instances_path, dataset_dir, out_path, meta_path, threads: int = 1) -> dict:
-    """The rule's whole job: one teacher-forced pass per answer of a generation shard."""
+                  instances_path, dataset_dir, out_path, meta_path, threads: int = 1,
+                  built=None) -> dict:
+    """The rule's whole job: one teacher-forced pass per answer of a generation shard.
+
+    A ``failed`` answer is measured again; the model is loaded only when an answer is to be
+    measured, so a finished shard never loads it. ``built`` is the folder the build rule made,
+    for tiny weights.
+    """
     import torch
 
-    from mirsafety.entropy.attention import EntropyExtractor
+    from mirsafety.entropy.extractor import EntropyExtractor
 
     torch.set_num_threads(threads)
-    out_path, meta_path = Path(out_path), Path(meta_path)
     generations = read_jsonl(generations_path)
     instances = {i["uid"]: i for i in read_jsonl(instances_path)}
     settings = {"stage": "entropy", "model_name": model_name, "model": model,
-                "weights": weights_identity(model), "options": options,
+                "weights": weights_identity(model, built), "options": options,
                 "generations_sha256": sha256_file(generations_path)}
-    key = settings_key(settings)
-    ledger = ledger_path(out_path)
-    done = read_ledger(ledger, key)
-    todo = [g for g in generations if done.get(g["uid"], {}).get("status") not in ("ok", "skipped")]
-    log.info("%s: %d answer(s), %d to measure", out_path, len(generations), len(todo))
-    location, revision = weights_location(model)
-    extractor = EntropyExtractor(location, model, revision=revision) if todo else None
-    writer = LedgerWriter(ledger, key)
+    location, revision = weights_location(model, built)
+    extractor = None
+
+    def measure(batch):
+        nonlocal extractor
+        if extractor is None:
+            extractor = EntropyExtractor(location, model, revision=revision)
+        for generation in batch:
+            yield entropy_record(extractor, generation, instances[generation["uid"]],
+                                 dataset_dir, model, options)
+
+    def announce(total, todo):
+        log.info("%s: %d answer(s), %d to measure", out_path, total, todo)
+
     try:
-        for generation in tqdm(todo, desc=f"entropy {model_name}", unit="answer"):
-            record = entropy_record(extractor, generation, instances[generation["uid"]],
-                                    dataset_dir, model, options)
-            writer.write(record)
-            done[generation["uid"]] = record
+        return run_resumable(generations, measure, out_path=out_path, meta_path=meta_path,
+                             settings=settings, count_field="status",
+                             is_done=lambda record: record.get("status") in ("ok", "skipped"),
+                             announce=announce, batch_size=1, progress=f"entropy {model_name}",
+                             unit="answer")
     finally:
-        writer.close()
         if extractor is not None:
             extractor.close()
-    return write_shard(out_path, meta_path, [done[g["uid"]] for g in generations], settings,
-                       "status")

@@ -8,50 +8,15 @@ downstream); a re-run of the shard re-asks only them.
 
 import hashlib
 import logging
-import re
-from pathlib import Path
 
-from tqdm import tqdm
-
-from mirsafety.models.backend import Backend, Request, Result
 from mirsafety.core.images import load_instance_images
-from mirsafety.core.ledger import LedgerWriter, ledger_path, read_ledger
-from mirsafety.core.records import (
-    read_jsonl,
-    settings_key,
-    sha256_file,
-    write_shard,
-)
-from mirsafety.core.thinking import split_thinking
+from mirsafety.core.ledger import run_resumable
+from mirsafety.core.records import read_jsonl, sha256_file, write_shard
+from mirsafety.core.shards import parse_shard, shard_slice
+from mirsafety.generation.record import make_record
+from mirsafety.models.backend import Backend, Request, Result
 
 log = logging.getLogger(__name__)
-
-SHARD_NAME = re.compile(r"^(\d{3})-of-(\d{3})$")
-
-
-def shard_name(index: int, count: int) -> str:
-    return f"{index:03d}-of-{count:03d}"
-
-
-def parse_shard(name: str) -> tuple[int, int]:
-    match = SHARD_NAME.match(name)
-    if not match or int(match[1]) >= int(match[2]):
-        raise ValueError(f"shard '{name}' is not of the form III-of-NNN with III < NNN")
-    return int(match[1]), int(match[2])
-
-
-def shard_slice(items: list, index: int, count: int) -> list:
-    """Contiguous chunk ``index`` of ``count`` near-equal chunks (sizes differ by at most one)."""
-    return items[len(items) * index // count: len(items) * (index + 1) // count]
-
-
-
-
-
-
-
-
-
 
 #: The paper's controls: the benchmark as is, its images concatenated into one picture, the seed
 #: question alone, and the multi-image prompt without its images.
@@ -70,31 +35,6 @@ def make_request(instance: dict, dataset_dir, model: dict,
                                   single_image=model["single_image"] or condition == "single_image",
                                   min_pixels=pixels["min"], max_pixels=pixels["max"])
     return Request(instance["uid"], instance["revised_prompt"], images, model["system_prompt"])
-
-
-def make_record(instance: dict, result: Result, model_name: str, thinking_format: str,
-                images_given: int, condition: str = "multi_image") -> dict:
-    """The shard's line for one item: raw output kept beside the stripped answer and thinking."""
-    answer = thinking = None
-    if result.status == "ok":
-        answer, thinking = split_thinking(result.raw_output, thinking_format)
-    return {
-        "uid": instance["uid"],
-        "model": model_name,
-        "condition": condition,
-        "status": result.status,
-        "error": result.error,
-        "raw_output": result.raw_output,
-        "answer": answer,
-        "thinking": thinking,
-        "images_given": images_given,
-        "prompt_tokens": result.prompt_tokens,
-        "image_tokens": result.image_tokens,
-        "completion_tokens": result.completion_tokens,
-        "finish_reason": result.finish_reason,
-        "latency_s": result.latency_s,
-        "entropy": result.entropy,
-    }
 
 
 def _failed(uid: str, error: Exception) -> Result:
@@ -118,55 +58,47 @@ def _generate_batch(backend: Backend, batch: list[dict], dataset_dir, model: dic
     return [(i, results[i["uid"]], given.get(i["uid"], 0)) for i in batch]
 
 
-
-
 def run_shard(instances: list[dict], dataset_dir, backend: Backend, *, model_name: str,
               model: dict, settings: dict, out_path, meta_path,
               condition: str = "multi_image") -> dict:
     """Generate every instance not yet done with ``settings``; write the shard and its meta.
 
     ``settings`` identifies what the answers depend on (model entry, weights, dataset manifest,
-    shard); the ledger is reused only under the same settings. Returns the meta record.
+    shard); the ledger is reused only under the same settings. Only an ``ok`` answer stands: a
+    failed item is asked again. Returns the meta record.
     """
-    out_path, meta_path = Path(out_path), Path(meta_path)
-    key = settings_key(settings)
-    ledger = ledger_path(out_path)
-    done = read_ledger(ledger, key)
-    todo = [i for i in instances if done.get(i["uid"], {}).get("status") != "ok"]
-    log.info("%s: %d item(s), %d already done, %d to generate", out_path, len(instances),
-             len(instances) - len(todo), len(todo))
-    writer = LedgerWriter(ledger, key)
-    batch_size = model["batch_size"]
-    try:
-        with tqdm(total=len(todo), desc=f"generate {model_name}", unit="item") as progress:
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start:start + batch_size]
-                for instance, result, given in _generate_batch(backend, batch, dataset_dir, model,
-                                                               condition):
-                    record = make_record(instance, result, model_name, model["thinking"], given,
-                                         condition)
-                    writer.write(record)
-                    done[instance["uid"]] = record
-                progress.update(len(batch))
-    finally:
-        writer.close()
-    records = [done[i["uid"]] for i in instances]
-    failed = sum(r["status"] == "failed" for r in records)
+    def generate(batch):
+        for instance, result, given in _generate_batch(backend, batch, dataset_dir, model,
+                                                       condition):
+            yield make_record(instance, result, model_name, model["thinking"], given, condition)
+
+    def announce(total, todo):
+        log.info("%s: %d item(s), %d already done, %d to generate", out_path, total,
+                 total - todo, todo)
+
+    meta = run_resumable(instances, generate, out_path=out_path, meta_path=meta_path,
+                         settings=settings, count_field="status",
+                         is_done=lambda record: record.get("status") == "ok",
+                         announce=announce, batch_size=model["batch_size"],
+                         progress=f"generate {model_name}")
+    failed = meta["status_counts"].get("failed", 0)
     if failed:
         log.warning("%d item(s) failed; they are recorded as failed. Re-run this shard "
                     "(snakemake --forcerun generate) to retry only them.", failed)
-    return write_shard(out_path, meta_path, records, settings, "status")
+    return meta
 
 
 def generate_shard(*, model_name: str, model: dict, shard: str, instances_path, manifest_path,
                    dataset_dir, out_path, meta_path, condition: str = "multi_image",
-                   threads: int = 1) -> dict:
+                   threads: int = 1, built=None) -> dict:
     """The rule's whole job: select the shard, load the backend, run, record provenance.
 
-    ``threads`` caps torch's CPU threads at what the scheduler granted the job.
+    ``threads`` caps torch's CPU threads at what the scheduler granted the job; ``built`` is the
+    folder the build rule made, for tiny weights (``models.factory.built_weights``).
     """
     import torch
 
+    from mirsafety.entropy.capture import EntropyHook
     from mirsafety.models.factory import make_backend, weights_identity
 
     torch.set_num_threads(threads)
@@ -175,7 +107,7 @@ def generate_shard(*, model_name: str, model: dict, shard: str, instances_path, 
     settings = {
         "model_name": model_name,
         "model": model,
-        "weights": weights_identity(model),
+        "weights": weights_identity(model, built),
         "dataset_manifest_sha256": sha256_file(manifest_path),
         "shard": shard,
         "condition": condition,
@@ -186,7 +118,7 @@ def generate_shard(*, model_name: str, model: dict, shard: str, instances_path, 
             raise ValueError(f"{model_name}: imported answers exist only for multi_image")
         return import_shard(instances, model_name=model_name, model=model, settings=settings,
                             instances_path=instances_path, out_path=out_path, meta_path=meta_path)
-    backend = make_backend(model)
+    backend = make_backend(model, capture=EntropyHook(), built=built)
     settings["weights"]["resolved_commit"] = getattr(backend, "commit", None)
     try:
         return run_shard(instances, dataset_dir, backend, model_name=model_name, model=model,
@@ -203,7 +135,7 @@ def import_shard(instances: list[dict], *, model_name: str, model: dict, setting
     Every instance of the dataset must be in the import (checked against its texts), so a
     partial or mismatched run cannot enter the analysis unnoticed.
     """
-    from mirsafety.interop.mir import import_generations
+    from mirsafety.interop.mir_import import import_generations
 
     spec = model["mir_import"]
     imported = import_generations(spec["infer_dir"], spec["model_dir"] or model_name,

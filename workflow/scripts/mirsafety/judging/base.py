@@ -9,7 +9,6 @@ cannot decide is an ``error`` verdict with the reason.
 from dataclasses import dataclass
 
 LABELS = ("unsafe", "safe", "error")
-SAFE_KINDS = ("refusal", "misunderstanding", "evasive", "irrelevant")
 
 
 @dataclass
@@ -29,7 +28,7 @@ class Verdict:
     label: str  # one of LABELS
     raw: str | None = None  # the judge's own output (token, text), kept for audit
     score: float | None = None  # e.g. P("Yes") for the HarmBench classifier
-    safe_kind: str | None = None  # for a taxonomy judge's safe labels: one of SAFE_KINDS
+    safe_kind: str | None = None  # for a taxonomy judge's safe labels: one of core.taxonomy.SAFE_KINDS
     error: str | None = None
 
 

@@ -1,15 +1,11 @@
 """From a judge's registry entry to a live judge, and to the identity of what it depends on."""
 
-from pathlib import Path
-
-from mirsafety.models.factory import weights_identity, weights_location
 from mirsafety.core.records import sha256_file
 from mirsafety.judging.base import Judge
+from mirsafety.models.factory import weights_identity, weights_location
 
-TINY_JUDGES_DIR = Path("results", "models", "tiny-judges")
 
-
-def judge_identity(spec: dict) -> dict:
+def judge_identity(spec: dict, built=None) -> dict:
     """The versioned inputs behind a judge's labels: its phrase list, prompt or weights."""
     kind = spec["kind"]
     if kind == "refusal":
@@ -19,14 +15,13 @@ def judge_identity(spec: dict) -> dict:
     if kind == "llm":
         return {"prompt_sha256": sha256_file(spec["prompt"]), "api_model": spec["api"]["model"],
                 "base_url": spec["api"]["base_url"]}
-    from mirsafety.judging.harmbench import RESOURCES
+    from mirsafety.judging.harmbench import TEMPLATE_FILES, TEMPLATES_DIR
 
-    templates = {name: sha256_file(RESOURCES / name) for name in
-                 ("harmbench_cls_prompt.txt", "harmbench_cls_prompt_contextual.txt")}
-    return {**weights_identity(spec, TINY_JUDGES_DIR), "templates_sha256": templates}
+    templates = {name: sha256_file(TEMPLATES_DIR / name) for name in TEMPLATE_FILES.values()}
+    return {**weights_identity(spec, built), "templates_sha256": templates}
 
 
-def make_judge(spec: dict) -> Judge:
+def make_judge(spec: dict, built=None) -> Judge:
     kind = spec["kind"]
     if kind == "refusal":
         from mirsafety.judging.refusal import RefusalJudge
@@ -40,6 +35,6 @@ def make_judge(spec: dict) -> Judge:
                         seed=spec["seed"])
     from mirsafety.judging.harmbench import HarmBenchJudge
 
-    location, revision = weights_location(spec, TINY_JUDGES_DIR)
+    location, revision = weights_location(spec, built)
     return HarmBenchJudge(location, revision=revision, variant=spec["variant"], clip=spec["clip"],
                           batch_size=spec["batch_size"], dtype=spec["dtype"])

@@ -38,8 +38,8 @@ int N, as HarmBench's ``evaluate_completions.py`` does it::
     ids = tokenizer.encode(generation, max_length=N, truncation=True)
     generation = tokenizer.decode(ids, skip_special_tokens=True)
 
-That keeps the *beginning* of the generation (truncation on the right; the issue's "truncating the
-left" does not match HarmBench), N counts the special tokens the tokenizer adds (Llama-2's
+That keeps the *beginning* of the generation (truncation on the right, as HarmBench
+does; not on the left), N counts the special tokens the tokenizer adds (Llama-2's
 ``<s>``: N - 1 generation tokens are kept), and every generation goes through the
 encode/decode round trip, clipped or not.
 """
@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 
 from mirsafety.judging.base import Judge, JudgeItem, Verdict
+from mirsafety.models.loading import DTYPES
 
 __all__ = ["VARIANTS", "HarmBenchJudge", "answer_token_id", "clip_generation", "indent_upstream",
            "load_templates", "parse_clip", "render_prompt"]
@@ -60,15 +61,15 @@ log = logging.getLogger(__name__)
 
 VARIANTS = ("clean", "upstream", "contextual")
 UPSTREAM_INDENT = " " * 8
-RESOURCES = Path(__file__).resolve().parents[4] / "resources"
+#: Where the classifier templates are: relative to the working directory, like every path of
+#: the config (Snakemake runs in the repository's root).
+TEMPLATES_DIR = Path("resources")
 TEMPLATE_FILES = {"prompt": "harmbench_cls_prompt.txt",
                   "prompt_contextual": "harmbench_cls_prompt_contextual.txt"}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
-          "auto": "auto"}
 _PLACEHOLDER = re.compile(r"\{(behavior|generation|context)\}")
 
 
-def load_templates(resources=RESOURCES) -> dict[str, str]:
+def load_templates(resources=TEMPLATES_DIR) -> dict[str, str]:
     """The two classifier templates, ``prompt`` and ``prompt_contextual``, each without the
     file's final newline (the classifier's prompt ends at ``[/INST]``)."""
     templates = {}

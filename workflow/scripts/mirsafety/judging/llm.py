@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mirsafety.core.taxonomy import SAFE_KINDS
+from mirsafety.judging.base import Judge, JudgeItem, Verdict
 from mirsafety.models.backend import Request
-from mirsafety.models.openai_api import OpenAIBackend
-from mirsafety.judging.base import SAFE_KINDS, Judge, JudgeItem, Verdict
+from mirsafety.models.openai_api import OpenAIBackend, excerpt
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +156,8 @@ class LLMJudge(Judge):
                 "decoding": dict(self.backend.decoding), "prompt": self.prompt_path.name,
                 "prompt_sha256": self.prompt_sha256, "max_parse_retries": self.max_parse_retries}
 
-    def _scrub(self, text: str) -> str:
-        """``text`` without the API key (should a server echo it back)."""
-        key = getattr(self.backend, "_key", None)
-        return text.replace(key, "***") if key and text else text
-
     def _excerpt(self, text: str | None) -> str:
-        text = " ".join(self._scrub(text or "").split())
-        return text[:EXCERPT_CHARS] + "..." if len(text) > EXCERPT_CHARS else text
+        return excerpt(self.backend.redact(text or ""), EXCERPT_CHARS)
 
     def judge(self, items: list[JudgeItem]) -> list[Verdict]:
         """One Verdict per item, in order; unparseable replies are re-asked in batches."""
@@ -185,7 +180,7 @@ class LLMJudge(Judge):
                     verdicts[i] = Verdict(uid, "error", raw=replies[i],
                                           error=f"judge request failed: {result.error}")
                     continue
-                replies[i] = self._scrub(result.raw_output)
+                replies[i] = self.backend.redact(result.raw_output)
                 try:
                     label = parse_reply(replies[i])
                 except UnparseableReply as why:

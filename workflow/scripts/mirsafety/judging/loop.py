@@ -9,16 +9,9 @@ import json
 import logging
 from pathlib import Path
 
-from tqdm import tqdm
-
+from mirsafety.core.ledger import run_resumable
+from mirsafety.core.records import read_jsonl, sha256_file, write_shard
 from mirsafety.judging.base import LABELS, Judge, JudgeItem, Verdict
-from mirsafety.core.ledger import LedgerWriter, ledger_path, read_ledger
-from mirsafety.core.records import (
-    read_jsonl,
-    settings_key,
-    sha256_file,
-    write_shard,
-)
 
 log = logging.getLogger(__name__)
 
@@ -68,34 +61,28 @@ def _instances_for(generations: list[dict], instances_path) -> dict:
 
 def run_judge_shard(generations: list[dict], instances: dict, judge: Judge, *, judge_name: str,
                     batch_size: int, settings: dict, out_path, meta_path) -> dict:
-    """Judge every generation not yet judged under ``settings``; write judgments and meta."""
-    out_path, meta_path = Path(out_path), Path(meta_path)
-    key = settings_key(settings)
-    ledger = ledger_path(out_path)
-    done = read_ledger(ledger, key)
-    for generation in generations:
-        if generation["status"] != "ok":
-            done[generation["uid"]] = make_judgment(
-                generation, failed_generation_verdict(generation), judge_name)
-    todo = [g for g in generations
-            if g["status"] == "ok" and done.get(g["uid"], {}).get("label") in (None, "error")]
-    log.info("%s: %d generation(s), %d to judge", out_path, len(generations), len(todo))
-    writer = LedgerWriter(ledger, key)
-    try:
-        with tqdm(total=len(todo), desc=f"judge {judge_name}", unit="item") as progress:
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start:start + batch_size]
-                verdicts = judge.judge([judge_item(g, instances[g["uid"]]) for g in batch])
-                for generation, verdict in zip(batch, verdicts, strict=True):
-                    if verdict.uid != generation["uid"]:
-                        raise RuntimeError(f"judge answered {verdict.uid} for {generation['uid']}")
-                    done[generation["uid"]] = make_judgment(generation, verdict, judge_name)
-                    writer.write(done[generation["uid"]])
-                progress.update(len(batch))
-    finally:
-        writer.close()
-    return write_shard(out_path, meta_path, [done[g["uid"]] for g in generations], settings,
-                       "label")
+    """Judge every generation not yet judged under ``settings``; write judgments and meta.
+
+    A failed generation gets its ``error`` verdict here, without the judge or the ledger; an
+    earlier ``error`` verdict on an answer is judged again.
+    """
+    def judge_batch(batch):
+        verdicts = judge.judge([judge_item(g, instances[g["uid"]]) for g in batch])
+        for generation, verdict in zip(batch, verdicts, strict=True):
+            if verdict.uid != generation["uid"]:
+                raise RuntimeError(f"judge answered {verdict.uid} for {generation['uid']}")
+            yield make_judgment(generation, verdict, judge_name)
+
+    def announce(total, todo):
+        log.info("%s: %d generation(s), %d to judge", out_path, total, todo)
+
+    failed = {g["uid"]: make_judgment(g, failed_generation_verdict(g), judge_name)
+              for g in generations if g["status"] != "ok"}
+    return run_resumable(generations, judge_batch, out_path=out_path, meta_path=meta_path,
+                         settings=settings, count_field="label",
+                         is_done=lambda record: record.get("label") not in (None, "error"),
+                         announce=announce, batch_size=batch_size,
+                         progress=f"judge {judge_name}", prefilled=failed)
 
 
 def import_judge_shard(generations: list[dict], instances_path, *, judge_name: str,
@@ -103,7 +90,7 @@ def import_judge_shard(generations: list[dict], instances_path, *, judge_name: s
                        meta_path) -> dict:
     """Labels the authors' harmbench_judge.py already made (judge kind mir_import), matched to
     the instances by their question text. A failed generation stays ``error`` whatever they said."""
-    from mirsafety.interop.mir import import_judgments
+    from mirsafety.interop.mir_import import import_judgments
 
     other = {g.get("condition", "multi_image") for g in generations} - {"multi_image"}
     if other:
@@ -123,10 +110,11 @@ def import_judge_shard(generations: list[dict], instances_path, *, judge_name: s
 
 def judge_shard(*, judge_name: str, judge_spec: dict, generations_path, generations_meta_path,
                 instances_path, out_path, meta_path, model_dir: str | None = None,
-                threads: int = 1) -> dict:
+                threads: int = 1, built=None) -> dict:
     """The rule's whole job: load the generations and the judge, judge, record provenance.
 
-    ``model_dir`` names the model's folder in the authors' layout (for judge kind mir_import).
+    ``model_dir`` names the model's folder in the authors' layout (for judge kind mir_import);
+    ``built`` is the folder the build rule made, for a tiny judge.
     """
     import torch
 
@@ -139,7 +127,7 @@ def judge_shard(*, judge_name: str, judge_spec: dict, generations_path, generati
     settings = {
         "judge_name": judge_name,
         "judge": judge_spec,
-        "judge_identity": judge_identity(judge_spec),
+        "judge_identity": judge_identity(judge_spec, built),
         "generations_sha256": sha256_file(generations_path),
         "generation_settings_key": generation_meta["settings_key"],
         "model_name": generation_meta["model_name"],
@@ -149,7 +137,7 @@ def judge_shard(*, judge_name: str, judge_spec: dict, generations_path, generati
         return import_judge_shard(generations, instances_path, judge_name=judge_name,
                                   judge_spec=judge_spec, model_dir=model_dir, settings=settings,
                                   out_path=out_path, meta_path=meta_path)
-    judge = make_judge(judge_spec)
+    judge = make_judge(judge_spec, built)
     try:
         return run_judge_shard(generations, instances, judge, judge_name=judge_name,
                                batch_size=judge_spec["batch_size"], settings=settings,

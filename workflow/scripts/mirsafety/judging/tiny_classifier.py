@@ -148,7 +148,8 @@ def build_tiny_classifier(spec: dict, out_dir, name: str = "tiny-harmbench-cls")
     )
     torch.manual_seed(entry["seed"])
     model = LlamaForCausalLM(config).to(torch.float32).eval()
-    model.generation_config = GenerationConfig(bos_token_id=ids["bos"], eos_token_id=ids["eos"], do_sample=False)
+    model.generation_config = GenerationConfig(bos_token_id=ids["bos"], eos_token_id=ids["eos"],
+                                               do_sample=False)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
 

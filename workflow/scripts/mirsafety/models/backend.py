@@ -3,9 +3,13 @@
 A backend turns a batch of ``Request``s into one ``Result`` each, in the same order. It never
 raises for a single bad item: the item's Result has ``status="failed"`` and the reason, so a shard
 always accounts for every instance (a failed generation is later judged ``error``, never safe).
+A transformers backend can also be handed a ``CaptureHook`` that records something (attention
+entropy) while it generates.
 """
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 from PIL import Image
 
@@ -44,3 +48,15 @@ class Backend:
 
     def close(self) -> None:
         """Release the model or connection pool (default: nothing to release)."""
+
+
+class CaptureHook(Protocol):
+    """Something to record while a transformers backend generates (the entropy package's
+    ``EntropyHook``). It is handed in, never imported here: models must not depend on it."""
+
+    def prepare(self, model) -> None:
+        """Make the freshly loaded model ready to be recorded."""
+
+    def generating(self, model, inputs, image_token_id) -> AbstractContextManager:
+        """The context around one ``model.generate(**inputs, ...)``; it yields a handle whose
+        ``result()``, after the block, has ``summary(row, n_tokens)`` for a batch row."""

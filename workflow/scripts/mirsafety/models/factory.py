@@ -3,25 +3,32 @@
 import hashlib
 from pathlib import Path
 
-from mirsafety.models.backend import Backend
-
-TINY_MODELS_DIR = Path("results", "models", "tiny")
+from mirsafety.models.backend import Backend, CaptureHook
 
 
-def weights_location(model: dict, tiny_root=TINY_MODELS_DIR) -> tuple[str, str | None] | None:
-    """(name or path, revision) to load from; None for an API model. Tiny weights are built by
-    the workflow under ``tiny_root``."""
+def built_weights(inputs) -> Path | None:
+    """The folder a build rule made for this job (its ``weights`` input, a ``config.json``)."""
+    config = getattr(inputs, "weights", None)
+    return Path(config).parent if config else None
+
+
+def weights_location(model: dict, built: Path | None = None) -> tuple[str, str | None] | None:
+    """(name or path, revision) to load from; None for an API model. Tiny weights are where
+    their build rule put them: ``built``, the rule's input (see ``built_weights``)."""
     weights = model.get("weights")
     if not weights:
         return None
     if "tiny" in weights:
-        return str(Path(tiny_root, weights["tiny"])), None
+        if built is None:
+            raise ValueError(f"tiny weights '{weights['tiny']}' are built by the workflow: pass "
+                             "the folder its build rule made (the rule's `weights` input)")
+        return str(built), None
     if "path" in weights:
         return weights["path"], None
     return weights["hub_id"], weights.get("revision")
 
 
-def weights_identity(model: dict, tiny_root=TINY_MODELS_DIR) -> dict:
+def weights_identity(model: dict, built: Path | None = None) -> dict:
     """What the answers depend on, cheaply: a tiny model's weight hash; a folder's file sizes.
 
     Hashing the weights of a 72B model per shard would cost minutes, so real folders are
@@ -34,7 +41,7 @@ def weights_identity(model: dict, tiny_root=TINY_MODELS_DIR) -> dict:
         return {"api_model": model["api"]["model"], "base_url": model["api"]["base_url"]}
     if "hub_id" in weights:
         return {"hub_id": weights["hub_id"], "revision": weights.get("revision")}
-    folder = Path(weights_location(model, tiny_root)[0])
+    folder = Path(weights_location(model, built)[0])
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     identity = {"path": str(folder),
                 "files": {p.relative_to(folder).as_posix(): p.stat().st_size for p in files}}
@@ -47,8 +54,13 @@ def weights_identity(model: dict, tiny_root=TINY_MODELS_DIR) -> dict:
     return identity
 
 
-def make_backend(model: dict) -> Backend:
-    """Load the backend a registry entry names (imports only what that backend needs)."""
+def make_backend(model: dict, *, capture: CaptureHook | None = None,
+                 built: Path | None = None) -> Backend:
+    """Load the backend a registry entry names (imports only what that backend needs).
+
+    ``capture`` (e.g. ``entropy.capture.EntropyHook()``) goes to a transformers backend, which
+    uses it when the entry sets ``entropy_capture``; the other backends record nothing.
+    """
     decoding = model["decoding"]
     if model["backend"] == "openai":
         from mirsafety.models.openai_api import OpenAIBackend
@@ -60,11 +72,11 @@ def make_backend(model: dict) -> Backend:
             max_tokens=decoding["max_new_tokens"],
             seed=decoding["seed"],
         )
-    location, revision = weights_location(model)
+    location, revision = weights_location(model, built)
     if model["backend"] == "vllm":
         from mirsafety.models.vllm_backend import VLLMBackend
 
         return VLLMBackend(location, revision=revision, model=model)
     from mirsafety.models.hf import TransformersBackend
 
-    return TransformersBackend(location, revision=revision, model=model)
+    return TransformersBackend(location, revision=revision, model=model, capture=capture)

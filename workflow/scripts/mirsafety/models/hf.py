@@ -4,51 +4,31 @@ import logging
 import time
 
 import torch
-import transformers
 
-from mirsafety.models.processors import load_processor
-from mirsafety.models.backend import Backend, Request, Result
+from mirsafety.models.backend import Backend, CaptureHook, Request, Result
+from mirsafety.models.loading import encode, image_token_id, load_model
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
-          "auto": "auto"}
-
-
-def chat_messages(request: Request) -> list[dict]:
-    """Images first, then the text, in one user turn (the released MIR code's order)."""
-    content = [{"type": "image"} for _ in request.images]
-    content.append({"type": "text", "text": request.prompt})
-    messages = [{"role": "user", "content": content}]
-    if request.system_prompt:
-        messages.insert(0, {"role": "system",
-                            "content": [{"type": "text", "text": request.system_prompt}]})
-    return messages
-
 
 class TransformersBackend(Backend):
-    """One loaded model; ``generate`` runs a batch and isolates a failing item by retrying alone."""
+    """One loaded model; ``generate`` runs a batch and isolates a failing item by retrying alone.
 
-    def __init__(self, location: str, *, revision: str | None, model: dict):
+    ``capture`` records each generation (attention entropy) when the entry asks for it
+    (``entropy_capture``); without a hook nothing is recorded.
+    """
+
+    def __init__(self, location: str, *, revision: str | None, model: dict,
+                 capture: CaptureHook | None = None):
         self.decoding = model["decoding"]
-        options = {"revision": revision, "trust_remote_code": model["trust_remote_code"]}
-        self.processor = load_processor(location, **options)
+        self.processor, self.model = load_model(location, model, revision=revision,
+                                                attn_implementation=model["attn_implementation"])
         self.processor.tokenizer.padding_side = "left"
-        model_class = getattr(transformers, model["model_class"])
-        cuda = torch.cuda.is_available()
-        self.model = model_class.from_pretrained(
-            location, dtype=DTYPES[model["dtype"]], attn_implementation=model["attn_implementation"],
-            device_map="auto" if cuda else None, **options,
-        ).eval()
         self.commit = getattr(self.model.config, "_commit_hash", None)
-        self.capture_entropy = model["entropy_capture"]
-        if self.capture_entropy:  # text attention through the entropy function (same output)
-            from mirsafety.entropy.attention import enable_entropy_attention
-
-            enable_entropy_attention(self.model)
-        token = self.processor.image_token
-        self.image_token = token
-        self.image_token_id = self.processor.tokenizer.convert_tokens_to_ids(token)
+        self.capture = capture if model["entropy_capture"] else None
+        if self.capture is not None:
+            self.capture.prepare(self.model)
+        self.image_token_id = image_token_id(self.processor)
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
 
@@ -63,20 +43,12 @@ class TransformersBackend(Backend):
             kwargs["repetition_penalty"] = d["repetition_penalty"]
         return kwargs
 
-    def _prompts(self, requests: list[Request]) -> list[str]:
-        """Rendered chat prompts; each must hold exactly one image placeholder per image."""
-        texts = [self.processor.apply_chat_template(chat_messages(r), add_generation_prompt=True,
-                                                    tokenize=False) for r in requests]
-        for request, text in zip(requests, texts):
-            if text.count(self.image_token) != len(request.images):
-                raise ValueError(f"the chat template placed {text.count(self.image_token)} image "
-                                 f"placeholder(s) for {len(request.images)} image(s)")
-        return texts
+    def _inputs(self, requests: list[Request]):
+        """The batch as the model gets it: left-padded, on the model's device."""
+        return encode(self.processor, requests, padding=True).to(self.model.device)
 
     def _run(self, requests: list[Request]) -> list[Result]:
-        images = [r.images for r in requests] if any(r.images for r in requests) else None
-        inputs = self.processor(text=self._prompts(requests), images=images, padding=True,
-                                return_tensors="pt").to(self.model.device)
+        inputs = self._inputs(requests)
         torch.manual_seed(self.decoding["seed"])
         started = time.perf_counter()
         output, captured = self._generate(inputs)
@@ -87,12 +59,10 @@ class TransformersBackend(Backend):
 
     @torch.inference_mode()
     def _generate(self, inputs):
-        """``generate``, capturing each step's attention entropy when the entry asks for it."""
-        if not self.capture_entropy:
+        """``generate``, inside the capture hook's context when there is one."""
+        if self.capture is None:
             return self.model.generate(**inputs, **self._generation_kwargs()), None
-        from mirsafety.entropy.attention import capture_generation
-
-        with capture_generation(self.model, inputs, self.image_token_id) as handle:
+        with self.capture.generating(self.model, inputs, self.image_token_id) as handle:
             output = self.model.generate(**inputs, **self._generation_kwargs())
         return output, handle.result()
 

@@ -9,7 +9,9 @@ raises for a single item.
 
 The API key is read once from the environment variable named by ``api_key_env`` and only ever
 placed in the ``Authorization`` header: it is kept out of ``repr``, log lines, exception messages
-and Results, and any text that comes back from the server is scrubbed of it before it is kept.
+and Results, and any text that comes back from the server is scrubbed of it before it is kept
+(``OpenAIBackend.redact``, public so that callers that keep replies, like the LLM judge, scrub
+them the same way without ever holding the key).
 """
 
 import base64
@@ -58,6 +60,12 @@ class _Permanent(Exception):
         self.cause = cause
 
 
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` on one line, at most ``limit`` characters (then "...")."""
+    text = " ".join(text.split())
+    return text[:limit] + "..." if len(text) > limit else text
+
+
 def png_data_url(image) -> str:
     """``data:image/png;base64,...`` for a PIL image (converted to RGB/RGBA/L first if needed)."""
     if image.mode not in ("RGB", "RGBA", "L", "LA", "1", "P", "I;16", "I"):
@@ -69,7 +77,8 @@ def png_data_url(image) -> str:
 
 def build_messages(request: Request) -> list[dict]:
     """System message (when given), then one user message: images first, then the prompt."""
-    content = [{"type": "image_url", "image_url": {"url": png_data_url(im)}} for im in request.images]
+    content = [{"type": "image_url", "image_url": {"url": png_data_url(im)}}
+               for im in request.images]
     content.append({"type": "text", "text": request.prompt})
     messages = []
     if request.system_prompt is not None:
@@ -79,7 +88,8 @@ def build_messages(request: Request) -> list[dict]:
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if unusable."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if
+    unusable."""
     if not value:
         return None
     value = value.strip()
@@ -194,14 +204,9 @@ class OpenAIBackend(Backend):
         with self._sessions_lock:
             self._idle.append(session)
 
-    def _scrub(self, text: str) -> str:
-        """``text`` on one line, without the key, at most EXCERPT_CHARS characters."""
-        if self._key:
-            text = text.replace(self._key, "***")
-        text = " ".join(text.split())
-        if len(text) > EXCERPT_CHARS:
-            text = text[:EXCERPT_CHARS] + "..."
-        return text
+    def redact(self, text: str | None) -> str | None:
+        """``text`` with the API key replaced by ``***`` (should a server echo it back)."""
+        return text.replace(self._key, "***") if self._key and text else text
 
     def backoff_delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number ``retry`` (0-based).
@@ -234,8 +239,8 @@ class OpenAIBackend(Backend):
             if status in RETRIED_STATUSES or status >= 500:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 raise _Transient(f"HTTP {status}", retry_after)
-            excerpt = self._scrub(response.text or "")
-            raise _Permanent(f"HTTP {status}" + (f": {excerpt}" if excerpt else ""))
+            detail = excerpt(self.redact(response.text or ""))
+            raise _Permanent(f"HTTP {status}" + (f": {detail}" if detail else ""))
         try:
             body = response.json()
         except ValueError:
@@ -258,7 +263,7 @@ class OpenAIBackend(Backend):
         except Exception as error:  # a bad image must not sink the shard
             return Result(uid=request.uid, status="failed",
                           error=f"could not encode the request ({type(error).__name__}: "
-                                f"{self._scrub(str(error))})")
+                                f"{excerpt(self.redact(str(error)))})")
         attempts = self.max_retries + 1
         for attempt in range(1, attempts + 1):
             started = time.perf_counter()
@@ -282,8 +287,9 @@ class OpenAIBackend(Backend):
                 continue
             except Exception as error:  # anything unforeseen: fail this item, keep the shard
                 log.warning("%s: unexpected %s", request.uid, type(error).__name__)
+                reason = excerpt(self.redact(str(error)))
                 return Result(uid=request.uid, status="failed",
-                              error=f"unexpected {type(error).__name__}: {self._scrub(str(error))}")
+                              error=f"unexpected {type(error).__name__}: {reason}")
             latency = time.perf_counter() - started
             usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
             choice = body["choices"][0]

@@ -266,9 +266,12 @@ ARCHITECTURES = {
 def generation_config(tokenizer, section: dict) -> GenerationConfig:
     """Greedy by default; stop at the end-of-turn token (and end-of-text where it differs)."""
     ids = _token_ids(tokenizer, section)
-    eos = [ids["eos_token_id"]] + ([ids["pad_token_id"]] if ids["pad_token_id"] != ids["eos_token_id"] else [])
+    eos = [ids["eos_token_id"]]
+    if ids["pad_token_id"] != ids["eos_token_id"]:
+        eos.append(ids["pad_token_id"])
     return GenerationConfig(
-        bos_token_id=ids["bos_token_id"], eos_token_id=eos, pad_token_id=ids["pad_token_id"], do_sample=False
+        bos_token_id=ids["bos_token_id"], eos_token_id=eos, pad_token_id=ids["pad_token_id"],
+        do_sample=False
     )
 
 

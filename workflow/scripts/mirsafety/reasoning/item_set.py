@@ -315,6 +315,22 @@ def load_spec(path) -> dict:
     return spec
 
 
+def measured_capability(benchmark: str) -> str:
+    """The capability column of a score this workflow measured on ``benchmark``."""
+    return f"measured:{benchmark}"
+
+
+def benchmark_name(reasoning: dict) -> str:
+    """The name the reasoning set's items carry: MuirBench's, or the embedded spec's ``name``.
+
+    ``reasoning`` is the config's ``reasoning`` section. The workflow names the primary capability
+    from this before any item exists, so it must agree with what the items will say.
+    """
+    if reasoning["benchmark"] == MUIRBENCH:
+        return MUIRBENCH
+    return load_spec(reasoning["spec"])["name"]
+
+
 def read_items(set_dir) -> list[dict]:
     """The items of a set folder, checked: letters within the options, images present."""
     from mirsafety.core.records import read_jsonl
@@ -347,6 +363,8 @@ def read_items(set_dir) -> list[dict]:
 #: answer (a letter, "A".."F"), image_list (list of images: ``{bytes, path}`` structs),
 #: counterpart_idx (string, the paired answerable/unanswerable item). Only idx, task, question,
 #: options, answer and image_list are required; the others are kept in ``meta`` when present.
+#: The benchmark name MuirBench items carry (and so their capability, ``measured:muirbench``).
+MUIRBENCH = "muirbench"
 MUIRBENCH_REQUIRED = ("idx", "task", "question", "options", "answer", "image_list")
 MUIRBENCH_META = ("image_relation", "image_type", "counterpart_idx")
 IMAGE_PLACEHOLDER = "<image>"
@@ -411,7 +429,7 @@ def read_muirbench(source, set_dir, limit: int | None = None) -> Path:
                 images.append(relative)
             items.append({
                 "id": f"muirbench-{idx}",
-                "benchmark": "muirbench",
+                "benchmark": MUIRBENCH,
                 "task": row["task"],
                 "question": question,
                 "options": options,

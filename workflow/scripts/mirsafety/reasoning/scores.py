@@ -1,7 +1,7 @@
 """Stage 6, multi-image reasoning capability, from two sources that are never mixed.
 
 * **measured**: a model answers multiple-choice multi-image items (the embedded procedural set
-  of ``reasoning_set.py``, or MuirBench read from its hub parquet) through the same backends and
+  of ``item_set.py``, or MuirBench read from its hub parquet) through the same backends and
   resumable loop as the safety generations; answers are extracted strictly and scored with a
   Wilson 95% interval. Capability name ``measured:<benchmark>``.
 * **published**: scores printed by papers and model cards (``published_reasoning_scores.csv``),
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from statsmodels.stats.proportion import proportion_confint
 
-from mirsafety.reasoning.item_set import LETTERS, read_items
+from mirsafety.core.intervals import wilson
 from mirsafety.core.records import read_jsonl, sha256_file, write_json, write_jsonl
 from mirsafety.core.thinking import split_thinking
+from mirsafety.reasoning.item_set import LETTERS, measured_capability, read_items
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +118,6 @@ def extract_choice(text: str | None, letters: str = "ABCD", thinking: str = "aut
 
 # --- scoring ----------------------------------------------------------------------------------
 
-def wilson_percent(successes: int, trials: int) -> tuple[float, float]:
-    """Wilson 95% interval in percent; NaN without trials."""
-    if trials == 0:
-        return math.nan, math.nan
-    low, high = proportion_confint(successes, trials, alpha=0.05, method="wilson")
-    return 100 * float(low), 100 * float(high)
-
-
 def _field(result, name):
     return result.get(name) if isinstance(result, dict) else getattr(result, name, None)
 
@@ -177,7 +169,7 @@ def score_results(results, items: list[dict], thinking: str = "auto") -> list[di
 def _summary(records: list[dict]) -> dict:
     n = len(records)
     correct = sum(r["correct"] for r in records)
-    low, high = wilson_percent(correct, n)
+    (low,), (high,) = wilson([correct], [n])
     return {
         "n": n,
         "n_correct": correct,
@@ -186,8 +178,8 @@ def _summary(records: list[dict]) -> dict:
         "n_unparsed": sum(r["unparsed"] for r in records),
         "n_failed": sum(r["status"] != "ok" for r in records),
         "accuracy": 100 * correct / n if n else math.nan,
-        "ci_low": low,
-        "ci_high": high,
+        "ci_low": 100 * float(low),
+        "ci_high": 100 * float(high),
     }
 
 
@@ -226,7 +218,7 @@ def _is_scored(results) -> bool:
 # --- running a model --------------------------------------------------------------------------
 
 def run_reasoning(model_name: str, model: dict, set_dir, out_dir, *, backend=None,
-                  threads: int = 1) -> dict:
+                  threads: int = 1, built=None) -> dict:
     """Run one registry model over a set folder's items and score it; resumable.
 
     Writes in ``out_dir``: ``generations.jsonl`` and ``generations.meta.json`` (written by
@@ -235,9 +227,11 @@ def run_reasoning(model_name: str, model: dict, set_dir, out_dir, *, backend=Non
     scored record per item, see ``score_results``) and ``summary.json`` (``evaluate``'s result
     plus model_name, items_sha256 and the generation status counts). Returns the summary.
     ``backend`` (already loaded) is used instead of ``make_backend(model)`` and not closed.
+    ``built`` is the folder the build rule made, for tiny weights.
     """
-    from mirsafety.models.factory import make_backend, weights_identity
+    from mirsafety.entropy.capture import EntropyHook
     from mirsafety.generation.generate import run_shard
+    from mirsafety.models.factory import make_backend, weights_identity
 
     if model["backend"] == "mir_import":
         raise ValueError(f"{model_name}: an imported (mir_import) model cannot answer the "
@@ -247,13 +241,13 @@ def run_reasoning(model_name: str, model: dict, set_dir, out_dir, *, backend=Non
     items = read_items(set_dir)
     items_sha = sha256_file(set_dir / "items.jsonl")
     settings = {"stage": "reasoning", "model_name": model_name, "model": model,
-                "weights": weights_identity(model), "items_sha256": items_sha}
+                "weights": weights_identity(model, built), "items_sha256": items_sha}
     own = backend is None
     if own:
         import torch
 
         torch.set_num_threads(threads)
-        backend = make_backend(model)
+        backend = make_backend(model, capture=EntropyHook(), built=built)
     settings["weights"]["resolved_commit"] = getattr(backend, "commit", None)
     try:
         meta = run_shard([as_instance(i) for i in items], set_dir, backend,
@@ -406,7 +400,7 @@ def capability_table(measured: dict, published: pd.DataFrame, models: list[str])
     for model in models:
         results = measured.get(model, [])
         for result in results if isinstance(results, list) else [results]:
-            rows.append({"model": model, "capability": f"measured:{result['benchmark']}",
+            rows.append({"model": model, "capability": measured_capability(result["benchmark"]),
                          "score": result["accuracy"], "ci_low": result["ci_low"],
                          "ci_high": result["ci_high"], "n_items": result["n"],
                          "source": MEASURED_SOURCE})

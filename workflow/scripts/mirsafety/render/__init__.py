@@ -16,13 +16,17 @@ from pathlib import Path
 
 import pandas as pd
 
-ALL = "ALL"
+from mirsafety.core.taxonomy import NO_KIND, SAFE_KINDS
 
-# The paper's orders (paper-facts.md); names not listed here follow, sorted.
-RELATIONS = ["Temporal_Continuity", "Temporal_Jump", "Spatial_Juxtaposition", "Spatial_Embedding",
-             "Relevance", "Complementarity", "Analogy", "Causality", "Decomposition"]
-CATEGORIES = ["Hate_Speech", "Harassment", "Violence", "Self-Harm", "Illegal_Activities", "Privacy"]
-SAFE_KINDS = ["refusal", "misunderstanding", "evasive", "irrelevant", "none"]
+#: What the render stage writes (figures/<name>.pdf, tables/<name>.tex, tables/numbers.tex):
+#: paper/main.tex reads exactly these, and the workflow's render rule declares them.
+FIGURES = ("asr_vs_reasoning", "asr_heatmap", "asr_by_category", "taxonomy_shares",
+           "entropy_safe_unsafe", "asr_by_condition")
+TABLES = ("asr_main", "asr_relation", "correlation", "entropy", "conditions", "judge_audit")
+NUMBERS = "numbers"
+
+#: Safe-answer kinds in the order the figures show them, judges without kinds last.
+KIND_ORDER = (*SAFE_KINDS, NO_KIND)
 
 
 def read_frame(source) -> pd.DataFrame:
@@ -105,7 +109,7 @@ def primary_capability(names, preferred: str | None = None) -> str | None:
     result: ``preferred`` when given (it must exist; the rules pass
     ``config["analysis"]["primary_capability"]``, i.e. common.smk's ``primary_capability()``);
     else as the analysis stage does, the measured score (MuirBench first if measured), then
-    published MuirBench (paper-facts.md's default benchmark), then other published scores, by
+    published MuirBench (docs/paper-facts.md's default benchmark), then other published scores, by
     name. None when there is no capability at all."""
     names = sorted({str(n) for n in names if isinstance(n, str)})
     if preferred is not None:

@@ -9,6 +9,9 @@ use cividis. Bytes: no dates or producer in the PDF, fixed compression and hash 
 Each function takes the analysis stage's CSV files (paths or DataFrames), writes ``out_pdf`` and
 returns the matplotlib ``Figure``. Degenerate input (one model, NaN correlations, no unsafe
 answers, an empty table) draws what exists and says "n too small" where a statistic is missing.
+
+One module for all six figures, a little over 500 lines: they share the page geometry, palette
+and byte-stable saving above, and a figure's code is found here by its name.
 """
 
 import math
@@ -16,18 +19,28 @@ import textwrap
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from scipy import stats
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from mirsafety.render import (CATEGORIES, RELATIONS, SAFE_KINDS, finite, model_level, model_order,  # noqa: E402
-               ordered, pretty, primary_capability, read_frame, require, select_judge,
-               split_capability)
+from mirsafety.core.taxonomy import ALL, CATEGORIES, RELATIONS
+from mirsafety.render import (
+    FIGURES,
+    KIND_ORDER,
+    finite,
+    model_level,
+    model_order,
+    ordered,
+    pretty,
+    primary_capability,
+    read_frame,
+    require,
+    select_judge,
+    split_capability,
+)
 
 TEXT_WIDTH = 6.3   # inches: main.tex's \textwidth (a4paper, 2.35 cm margins) is 6.4 in
 COLUMN_WIDTH = 3.4
@@ -42,14 +55,7 @@ KIND_COLOURS = {"refusal": "#0072B2", "misunderstanding": "#E69F00", "evasive": 
 TOO_SMALL = "n too small"
 DOT_PLOT_MAX = 10  # more models than this: asr_by_category is a heat map
 NAME_LABELS_MAX = 8  # more models than this: points carry numbers, keyed below the panels
-FIGURE_FILES = {
-    "asr_vs_reasoning": "asr_vs_reasoning.pdf",
-    "asr_heatmap": "asr_heatmap.pdf",
-    "asr_by_category": "asr_by_category.pdf",
-    "taxonomy_shares": "taxonomy_shares.pdf",
-    "entropy_safe_unsafe": "entropy_safe_unsafe.pdf",
-    "asr_by_condition": "asr_by_condition.pdf",
-}
+FIGURE_FILES = {name: f"{name}.pdf" for name in FIGURES}
 CONDITION_ORDER = ["multi_image", "single_image", "prompt_only", "text_only"]
 RC = {
     "font.family": "DejaVu Sans",
@@ -311,7 +317,7 @@ def taxonomy_shares(safe_kinds, out_pdf) -> Figure:
     require(kinds, ["model", "safe_kind", "n"], "safe-kind table")
     kinds = kinds[kinds["n"] > 0] if len(kinds) else kinds
     models = sorted(kinds["model"].unique(), key=lambda m: (m.lower(), m)) if len(kinds) else []
-    order = ordered(kinds["safe_kind"], SAFE_KINDS) if len(kinds) else []
+    order = ordered(kinds["safe_kind"], KIND_ORDER) if len(kinds) else []
     with matplotlib.rc_context(RC):
         fig = _figure(TEXT_WIDTH, 1.1 + 0.28 * max(len(models), 1))
         ax = fig.subplots()
@@ -472,7 +478,7 @@ def asr_by_condition(by_condition, out_pdf) -> Figure:
     table = read_frame(by_condition)
     fig = _figure(TEXT_WIDTH * 0.7, 2.8)
     ax = fig.add_subplot()
-    table = table[table["relation"] == "ALL"] if len(table) else table
+    table = table[table["relation"] == ALL] if len(table) else table
     if not len(table):
         _empty(ax, "no conditions run")
         return _save(fig, out_pdf)
@@ -494,7 +500,7 @@ def asr_by_condition(by_condition, out_pdf) -> Figure:
 def write_figures(out_dir, asr, capability, correlation, safe_kinds, comparison, layers, *,
                   judge: str | None = None, primary: str | None = None,
                   by_condition=None) -> dict:
-    """All five figures into ``out_dir`` under the names in ``FIGURE_FILES``; returns paths."""
+    """Every figure into ``out_dir`` under the names in ``FIGURE_FILES``; returns paths."""
     out_dir = Path(out_dir)
     paths = {k: out_dir / v for k, v in FIGURE_FILES.items()}
     asr = read_frame(asr)

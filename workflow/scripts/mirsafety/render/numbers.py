@@ -21,14 +21,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mirsafety.render import (RELATIONS, CATEGORIES, finite, model_level, pretty, primary_capability,
-               read_frame, select_judge, split_capability)
+from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
+from mirsafety.render import (
+    finite,
+    model_level,
+    pretty,
+    primary_capability,
+    read_frame,
+    select_judge,
+    split_capability,
+)
 from mirsafety.render.tables import Latex, fmt_float, fmt_int, latex_escape
 
 NA = "n/a"
 PRECISION = {"entropy_diff_mean": 3, "entropy_diff_min": 3, "entropy_diff_max": 3,
              "entropy_safe_mean": 3, "entropy_unsafe_mean": 3}
-# Numbers of the original study (paper-facts.md), quoted as background, not as our results.
+# Numbers of the original study (docs/paper-facts.md), quoted as background, not as our results.
 PUBLISHED = {"published_instances": 2676, "published_models": 19, "published_relations": 9,
              "published_categories": 6, "published_seeds": 600, "published_min_images": 2,
              "published_max_images": 4}
@@ -200,7 +208,10 @@ def collect_numbers(asr, correlation, entropy_comparison, capability, manifest=N
     values["n_capabilities"] = int(corr["capability"].nunique()) if len(corr) else 0
     row = (corr[corr["capability"] == chosen].iloc[0]
            if chosen is not None and len(corr) and (corr["capability"] == chosen).any() else None)
-    get = (lambda c: row[c] if row is not None and c in row.index else math.nan)
+
+    def get(column):
+        return row[column] if row is not None and column in row.index else math.nan
+
     n_corr = get("n_models")
     values["primary_n"] = int(n_corr) if finite(n_corr) else None
     values.update(primary_rho=get("spearman_rho"), primary_rho_low=get("spearman_ci_low"),

@@ -19,10 +19,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from mirsafety.render import NUMBERS
 from mirsafety.render.figures import FIGURE_FILES
 from mirsafety.render.tables import TABLE_FILES
 
-NUMBERS_FILE = "tables/numbers.tex"
+NUMBERS_FILE = f"tables/{NUMBERS}.tex"
 REQUIRED = ([f"tables/{name}" for name in TABLE_FILES.values()] + [NUMBERS_FILE]
             + [f"figures/{name}" for name in FIGURE_FILES.values()])
 SOURCES = ["main.tex", "refs.bib"]

@@ -1,0 +1,93 @@
+"""The analysis rules: the seam between Snakemake and the analysis library.
+
+One function per rule, named after it (the contract: ``core.logs.rule_entry``).
+"""
+
+import logging
+from collections import defaultdict
+
+import pandas as pd
+
+from mirsafety.analysis import audit
+from mirsafety.analysis.asr import (
+    agreement,
+    asr_tables,
+    check_complete,
+    check_same_dataset,
+    load_judgments,
+    safe_kind_shares,
+    seed_macro,
+)
+from mirsafety.analysis.conditions import by_condition, paired_table
+from mirsafety.analysis.correlation import correlation_table, group_correlation_table, lofo_table
+from mirsafety.core.logs import rule_entry
+from mirsafety.core.records import read_jsonl
+
+#: How every table of this stage is written.
+CSV = {"index": False, "float_format": "%.6f"}
+
+
+def _judgments_by_judge(paths) -> dict[str, list[dict]]:
+    judgments = defaultdict(list)
+    for path in paths:
+        for record in read_jsonl(path):
+            judgments[record["judge"]].append(record)
+    return dict(judgments)
+
+
+@rule_entry
+def asr(smk) -> None:
+    check_same_dataset(smk.input.metas)
+    everything = load_judgments(smk.input.judgments, smk.input.instances)
+    check_complete(everything, len(read_jsonl(smk.input.instances)))
+    by_condition(everything).to_csv(smk.output.conditions, **CSV)
+    paired_table(everything).to_csv(smk.output.paired, **CSV)
+    frame = everything[everything["condition"] == "multi_image"]
+    asr_tables(frame).to_csv(smk.output.asr, **CSV)
+    seed_macro(frame).to_csv(smk.output.seed_macro, **CSV)
+    safe_kind_shares(frame).to_csv(smk.output.safe_kinds, **CSV)
+    logging.getLogger("asr").info("label counts: %s", frame["label"].value_counts().to_dict())
+
+
+@rule_entry
+def judge_agreement(smk) -> None:
+    frame = load_judgments(smk.input.judgments, smk.input.instances)
+    frames = {judge: group for judge, group in frame.groupby("judge")}
+    agreement(frames).to_csv(smk.output[0], **CSV)
+
+
+@rule_entry
+def correlation(smk) -> None:
+    asr_frame = pd.read_csv(smk.input.asr)
+    capability = pd.read_csv(smk.input.capability)
+    info = pd.DataFrame(smk.params.model_info, columns=["model", "family", "params_b"])
+    judge = smk.wildcards.judge
+    stats = {"n_perm": smk.params.n_perm, "seed": smk.params.seed}
+    correlation_table(asr_frame, capability, info, judge, n_boot=smk.params.n_boot,
+                      **stats).to_csv(smk.output.table, **CSV)
+    group_correlation_table(asr_frame, capability, smk.params.primary_capability, judge,
+                            **stats).to_csv(smk.output.groups, **CSV)
+    lofo_table(asr_frame, capability, info, judge).to_csv(smk.output.lofo, **CSV)
+
+
+@rule_entry
+def audit_sample(smk) -> None:
+    judgments = _judgments_by_judge(smk.input.judgments)
+    generations = [r for path in smk.input.generations for r in read_jsonl(path)]
+    rows = audit.draw_audit_sample(read_jsonl(smk.input.instances), generations, judgments,
+                                   per_stratum=smk.params.per_stratum,
+                                   disagreement_boost=smk.params.disagreement_boost,
+                                   seed=smk.params.seed)
+    audit.write_audit_csv(rows, smk.output.sheet)
+    audit.write_key_csv(audit.audit_key(rows, judgments), smk.output.key)
+
+
+@rule_entry
+def judge_vs_people(smk) -> None:
+    """Without people's labels yet, an empty table that says so by its columns."""
+    judgments = _judgments_by_judge(smk.input.judgments)
+    if smk.input.labels:
+        labels, _ = audit.read_labels(smk.input.labels, strict=True)
+        audit.judge_vs_people(labels, judgments).to_csv(smk.output[0], **CSV)
+    else:
+        pd.DataFrame(columns=["judge", "n", "note"]).to_csv(smk.output[0], index=False)

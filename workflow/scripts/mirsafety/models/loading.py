@@ -1,0 +1,83 @@
+"""A transformers model and its processor, loaded from a registry entry, and the inputs it gets.
+
+Generation (``models/hf.py``) and the entropy pass (``entropy/extractor.py``) must load the same
+model the same way and give it the same input for a request: the entropy pass re-reads, token for
+token, what the generation saw. Both therefore go through this one module. It knows nothing of
+entropy (the dependency points from entropy to models only): the entropy pass picks its own
+``attn_implementation`` and passes it in.
+"""
+
+import torch
+import transformers
+from transformers import AutoConfig
+
+from mirsafety.models.backend import Request
+from mirsafety.models.processors import load_processor
+
+__all__ = ["DTYPES", "chat_messages", "encode", "image_token_id", "load_config", "load_model"]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "auto": "auto"}
+
+
+def _source(entry: dict, revision: str | None) -> dict:
+    """The ``from_pretrained`` arguments that pick the files: the same for config, processor and
+    weights, so all three come from one commit."""
+    return {"revision": revision, "trust_remote_code": entry["trust_remote_code"]}
+
+
+def load_config(location: str, entry: dict, *, revision: str | None):
+    """The checkpoint's config (e.g. to choose an ``attn_implementation`` before loading)."""
+    return AutoConfig.from_pretrained(location, **_source(entry, revision))
+
+
+def load_model(location: str, entry: dict, *, revision: str | None, attn_implementation,
+               device_map=None):
+    """(processor, model in eval mode): the entry's model class and dtype, spread over the GPUs
+    (``device_map="auto"``) when there are any and ``device_map`` does not say otherwise."""
+    source = _source(entry, revision)
+    processor = load_processor(location, **source)
+    if device_map is None and torch.cuda.is_available():
+        device_map = "auto"
+    model_class = getattr(transformers, entry["model_class"])
+    model = model_class.from_pretrained(
+        location, dtype=DTYPES[entry["dtype"]], attn_implementation=attn_implementation,
+        device_map=device_map, **source,
+    ).eval()
+    return processor, model
+
+
+def image_token_id(processor) -> int:
+    """The id of the token that stands for image embeddings in the model's input."""
+    return processor.tokenizer.convert_tokens_to_ids(processor.image_token)
+
+
+def chat_messages(request: Request) -> list[dict]:
+    """Images first, then the text, in one user turn (the released MIR code's order)."""
+    content = [{"type": "image"} for _ in request.images]
+    content.append({"type": "text", "text": request.prompt})
+    messages = [{"role": "user", "content": content}]
+    if request.system_prompt:
+        messages.insert(0, {"role": "system",
+                            "content": [{"type": "text", "text": request.system_prompt}]})
+    return messages
+
+
+def encode(processor, requests: list[Request], **kwargs):
+    """The processor's tensors for a batch of requests (``kwargs``, e.g. ``padding``, go to the
+    processor call)."""
+    texts = [_prompt(processor, request) for request in requests]
+    images = [r.images for r in requests] if any(r.images for r in requests) else None
+    return processor(text=texts, images=images, return_tensors="pt", **kwargs)
+
+
+def _prompt(processor, request: Request) -> str:
+    """The rendered chat prompt; it must hold exactly one image placeholder per image, else the
+    images would be silently dropped or misplaced."""
+    text = processor.apply_chat_template(chat_messages(request), add_generation_prompt=True,
+                                         tokenize=False)
+    placed = text.count(processor.image_token)
+    if placed != len(request.images):
+        raise ValueError(f"the chat template placed {placed} image placeholder(s) for "
+                         f"{len(request.images)} image(s)")
+    return text
