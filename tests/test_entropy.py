@@ -6,22 +6,17 @@ or head grouping; the comparisons therefore sharpen the language model's attenti
 projections scaled up), the same way in every copy of a model.
 """
 
-import io
 import math
-import random
 from types import SimpleNamespace
 
 import pytest
 import torch
-from PIL import Image
 from transformers import AutoModelForImageTextToText
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
-from mirsafety.data.sample import draw_scene
 from mirsafety.entropy import kernel
 from mirsafety.entropy.capture import (
     NAME,
-    RowEntropies,
     _collect_rows,
     capture_rows,
     enable_entropy_attention,
@@ -37,29 +32,16 @@ from mirsafety.models.hf import TransformersBackend
 from mirsafety.models.loading import chat_messages
 
 from conftest import registry_entry
+from entropy_reference import (
+    TOL,
+    assert_rows_match,
+    pictures,
+    reference_row,
+    sharpen,
+)
 
 ARCHITECTURES = ["tiny-qwen2.5-vl-s", "tiny-idefics3-s"]
-TOL = 1e-4
-SHARPEN = 4.0
 SYSTEM = "You are a helpful assistant."
-
-
-def pictures(count, size=(64, 64), seed=0):
-    rng = random.Random(seed)
-    return [Image.open(io.BytesIO(draw_scene(f"thing{k}", k + 1, count, size, rng))).convert("RGB")
-            for k in range(count)]
-
-
-def sharpen(model, factor=SHARPEN):
-    """Scale the language model's q and k projections: sharper, more varied attention rows."""
-    with torch.no_grad():
-        for module in model.modules():
-            if getattr(module, "layer_idx", None) is not None and hasattr(module, "q_proj"):
-                for proj in (module.q_proj, module.k_proj):
-                    proj.weight.mul_(factor)
-                    if proj.bias is not None:
-                        proj.bias.mul_(factor)
-    return model
 
 
 def entry_for(path, **overrides):
@@ -70,47 +52,6 @@ def entry_for(path, **overrides):
 # ----------------------------------------------------------------------------------------------
 # Reference: the same quantities from full probability rows
 # ----------------------------------------------------------------------------------------------
-
-def reference_row(p, allowed, image):
-    """Head-mean (H, H_img, H_norm, H_img_norm, n, n_img) of rows p (H, K) over allowed keys."""
-    p = p.double()
-    n = int(allowed.sum())
-    h = -torch.special.xlogy(p * allowed, p).sum(-1)
-    keys = allowed & image
-    n_img = int(keys.sum())
-    q = p * keys
-    q = q / q.sum(-1, keepdim=True)
-    h_img = -torch.special.xlogy(q, q).sum(-1) if n_img else torch.full_like(h, math.nan)
-    norm = h / math.log(n) if n > 1 else torch.zeros_like(h)
-    norm_img = (h_img / math.log(n_img) if n_img > 1 else torch.zeros_like(h)) if n_img \
-        else torch.full_like(h, math.nan)
-    return {"entropy_all": h.mean(), "entropy_img": h_img.mean(),
-            "entropy_all_norm": norm.mean(), "entropy_img_norm": norm_img.mean()}, n, n_img
-
-
-def assert_rows_match(found: RowEntropies, attentions, attention_mask, image, layers):
-    """Every selected row of ``found`` equals the eager attention's, at valid positions only."""
-    checked = 0
-    for b in range(found.selected.shape[0]):
-        for r, pos in enumerate(found.positions.tolist()):
-            if not found.selected[b, r]:
-                continue
-            assert attention_mask[b, pos] == 1
-            allowed = (torch.arange(attention_mask.shape[1]) <= pos) & attention_mask[b].bool()
-            for li, layer in enumerate(layers):
-                p = attentions[layer][b, :, pos, :]
-                assert float(p[:, ~allowed].abs().sum()) < 1e-6  # eager agrees on masks
-                want, n, n_img = reference_row(p, allowed, image[b])
-                assert int(found.n_keys[b, r]) == n and int(found.n_image_keys[b, r]) == n_img
-                for name, value in want.items():
-                    got = float(found.values[name][b, r, li])
-                    if math.isnan(float(value)):
-                        assert math.isnan(got), (name, b, pos, layer)
-                    else:
-                        assert abs(got - float(value)) < TOL, (name, b, pos, layer, got, value)
-            checked += 1
-    return checked
-
 
 # ----------------------------------------------------------------------------------------------
 # The attention function alone

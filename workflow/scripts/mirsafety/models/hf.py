@@ -5,10 +5,17 @@ import time
 
 import torch
 
+from mirsafety.core.thinking import TAG_TEXTS
 from mirsafety.models.backend import Backend, CaptureHook, Request, Result
 from mirsafety.models.loading import encode, image_token_id, load_model
 
 log = logging.getLogger(__name__)
+
+
+def thinking_tag_ids(tokenizer) -> set[int]:
+    """Ids of the thinking tags that are single tokens of this tokenizer's vocabulary."""
+    vocab = tokenizer.get_vocab()
+    return {vocab[tag] for tag in TAG_TEXTS if tag in vocab}
 
 
 class TransformersBackend(Backend):
@@ -31,17 +38,37 @@ class TransformersBackend(Backend):
         self.image_token_id = image_token_id(self.processor)
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.tag_ids = thinking_tag_ids(self.processor.tokenizer)
 
     def _generation_kwargs(self) -> dict:
+        """The registry's decoding, every value explicit: what the entry leaves unset is off,
+        not the checkpoint's ``generation_config.json`` default (Qwen's ships top_k = 1)."""
         d = self.decoding
         kwargs = {"max_new_tokens": d["max_new_tokens"], "do_sample": d["do_sample"]}
         if d["do_sample"]:
-            kwargs.update({k: d[k] for k in ("temperature", "top_p") if d[k] is not None})
+            kwargs.update({"temperature": 1.0 if d["temperature"] is None else d["temperature"],
+                           "top_p": 1.0 if d["top_p"] is None else d["top_p"],
+                           "top_k": 0 if d["top_k"] is None else d["top_k"]})  # 0: no filter
         else:
             kwargs.update({"temperature": None, "top_p": None, "top_k": None})
-        if d["repetition_penalty"] is not None:
-            kwargs["repetition_penalty"] = d["repetition_penalty"]
+        kwargs["repetition_penalty"] = d["repetition_penalty"] or 1.0
         return kwargs
+
+    def generation_config(self) -> dict:
+        """The generation settings in force (checkpoint defaults overridden by the registry's),
+        for the shard's provenance: what a reader needs to repeat the run exactly."""
+        config = self.model.generation_config.to_diff_dict()
+        config.update(self._generation_kwargs())
+        return dict(sorted(config.items()))
+
+    def decode(self, tokens: list[int]) -> str:
+        """The text of generated tokens, special tokens dropped except the thinking tags: a
+        tokenizer that makes ``<think>`` or ``<answer>`` special tokens (GLM-4.1V) must not lose
+        them, or the answer could not be told from the thinking."""
+        tokenizer = self.processor.tokenizer
+        special = set(tokenizer.all_special_ids) - self.tag_ids
+        return tokenizer.decode([t for t in tokens if t not in special],
+                                skip_special_tokens=False)
 
     def _inputs(self, requests: list[Request]):
         """The batch as the model gets it: left-padded, on the model's device."""
@@ -74,7 +101,7 @@ class TransformersBackend(Backend):
             return Result(request.uid, "failed", error="no image tokens reached the model")
         return Result(
             request.uid, "ok",
-            raw_output=self.processor.tokenizer.decode(kept, skip_special_tokens=True),
+            raw_output=self.decode(kept),
             prompt_tokens=int(inputs["attention_mask"][row].sum()),
             image_tokens=image_tokens,
             completion_tokens=len(kept),
