@@ -53,8 +53,26 @@ def reference_row(p, allowed, image):
             "entropy_all_norm": norm.mean(), "entropy_img_norm": norm_img.mean()}, n, n_img
 
 
-def assert_rows_match(found: RowEntropies, attentions, attention_mask, image, layers):
-    """Every selected row of ``found`` equals the eager attention's, at valid positions only."""
+def image_blocks(token_type_ids):
+    """Per batch row, the id of the contiguous image run each position is in (-1 for text)."""
+    blocks = torch.full_like(token_type_ids, -1)
+    for b in range(token_type_ids.shape[0]):
+        run, previous = -1, 0
+        for pos, kind in enumerate(token_type_ids[b].tolist()):
+            if kind == 1 and previous != 1:
+                run += 1
+            if kind == 1:
+                blocks[b, pos] = run
+            previous = kind
+    return blocks
+
+
+def assert_rows_match(found: RowEntropies, attentions, attention_mask, image, layers,
+                      blocks=None):
+    """Every selected row of ``found`` equals the eager attention's, at valid positions only.
+
+    ``blocks`` (``image_blocks``) marks images whose tokens see each other both ways (Gemma-3's
+    mask): an image token's row may then attend to later tokens of its own image."""
     checked = 0
     for b in range(found.selected.shape[0]):
         for r, pos in enumerate(found.positions.tolist()):
@@ -62,6 +80,8 @@ def assert_rows_match(found: RowEntropies, attentions, attention_mask, image, la
                 continue
             assert attention_mask[b, pos] == 1
             allowed = (torch.arange(attention_mask.shape[1]) <= pos) & attention_mask[b].bool()
+            if blocks is not None and blocks[b, pos] >= 0:
+                allowed |= blocks[b] == blocks[b, pos]
             for li, layer in enumerate(layers):
                 p = attentions[layer][b, :, pos, :]
                 assert float(p[:, ~allowed].abs().sum()) < 1e-6  # eager agrees on masks

@@ -36,6 +36,13 @@ OPTIONAL_IMPORTS = {
 # picks. Each must be a direct requirement of its distribution (tests/test_envs.py checks).
 COMPANIONS = {"transformers": {"tokenizers", "safetensors", "huggingface-hub"}}
 
+# Packages a GPU env installs that no rule imports because transformers imports them at run time:
+# its fast image processors and its video processors (which the Qwen2-VL, InternVL, LLaVA-OneVision
+# and GLM-4.1V processors insist on) use torchvision. Every env whose rules import torch gets them.
+# They are not in requirements.txt, whose CPU torch cannot load torchvision's compiled ops (seen on
+# the project's machines: "operator torchvision::nms does not exist"), so their pins live here.
+GPU_RUNTIME_PINS = {"torchvision": "0.28.0"}  # the release made for torch 2.13.0
+
 # Conda package names that differ from the pip distribution of the same project.
 CONDA_TO_PIP = {"pytorch": "torch"}
 
@@ -180,6 +187,9 @@ def pin_problems(env: dict, pins: dict[str, str]) -> list[str]:
     for dep in env_dependencies(env):
         if dep.source == "pip" and not PIP_PINNED.match(dep.spec):
             problems.append(f"pip entry {dep.spec!r} is not pinned as name==version")
+        elif dep.name in GPU_RUNTIME_PINS:
+            if dep.version != GPU_RUNTIME_PINS[dep.name]:
+                problems.append(f"{dep.spec!r} disagrees with envcheck.GPU_RUNTIME_PINS")
         elif dep.source == "pip" and dep.name not in pins:
             problems.append(f"pip entry {dep.spec!r} is not in requirements.txt")
         elif dep.name in pins and dep.version != pins[dep.name]:
@@ -530,6 +540,8 @@ def exactness_problems(
     expected = set(imported)
     for dist in imported:
         expected |= COMPANIONS.get(dist, set())
+    if "torch" in imported:
+        expected |= set(GPU_RUNTIME_PINS)
     have = {
         dep.name: dep
         for dep in env_dependencies(env)
@@ -545,7 +557,11 @@ def exactness_problems(
     problems += [
         f"{env_path.name} lacks {name}, the pinned companion of "
         f"{', '.join(sorted(d for d in imported if name in COMPANIONS.get(d, ())))}"
-        for name in sorted(expected - imported - set(have))
+        for name in sorted(expected - imported - set(have) - set(GPU_RUNTIME_PINS))
+    ]
+    problems += [
+        f"{env_path.name} lacks {name}, which transformers needs at run time on GPU hosts"
+        for name in sorted(set(GPU_RUNTIME_PINS) & expected - set(have))
     ]
     return problems
 

@@ -47,6 +47,16 @@ def test_asr_excludes_errors_from_the_denominator_and_counts_them():
                                    "model_relation_category"}
 
 
+def test_clipped_answers_are_counted_in_every_cell():
+    labels = ["unsafe", "unsafe", "safe", "error", "safe", "unsafe"]
+    table = asr_tables(frame(labels).assign(clipped=[True, None, False, None, True, False]))
+    overall = table[table["level"] == "model"].iloc[0]
+    assert overall["n_clipped"] == 2
+    by_relation = table[table["level"] == "model_relation"].set_index("relation")["n_clipped"]
+    assert by_relation.to_dict() == {"Analogy": 1, "Causality": 1}
+    assert (asr_tables(frame(labels))["n_clipped"] == 0).all()  # a judge that never clips
+
+
 def test_cell_with_only_errors_has_no_asr():
     table = asr_tables(frame(["unsafe", "safe", "safe", "error", "error", "error"]))
     causality = table[(table["level"] == "model_relation") & (table["relation"] == "Causality")]

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from mirsafety.core.config import ConfigError, validate_config
+from mirsafety.core.config import ConfigError, validate_config, without_excluded
 
 from conftest import REPO
 
@@ -80,7 +80,7 @@ def test_bad_model_entry_is_named(config, expected):
 
 def test_model_defaults_are_filled():
     model = validate_config(model_config(), SCHEMA)["models"]["m"]
-    assert model["decoding"] == {"do_sample": False, "temperature": None, "top_p": None,
+    assert model["decoding"] == {"do_sample": False, "temperature": None, "top_p": None, "top_k": None,
                                  "repetition_penalty": None, "max_new_tokens": 1024, "seed": 0}
     assert model["single_image"] is False and model["thinking"] == "auto"
     assert model["resources"] == {"gpus": 0, "mem_mb": 4000, "setup_min": 10, "seconds_per_item": 10}
@@ -102,3 +102,13 @@ def test_study_config_registers_19_real_models():
     assert models["Llama-3.2-11B-Vision"]["single_image"] is True
     assert models["Qwen2.5-VL-7B"]["decoding"]["repetition_penalty"] == 1.05
     assert models["Qwen2.5-VL-7B"]["image_pixels"] == {"min": 224 * 224, "max": 1280 * 28 * 28}
+
+
+def test_excluded_models_leave_the_registry_and_typos_are_named():
+    config = validate_config({"models": {"a": {"backend": "transformers", "weights": {"tiny": "t"}},
+                                         "b": {"backend": "transformers", "weights": {"tiny": "t"}}},
+                              "analysis": {"exclude_models": {"b": "needs remote code"}}}, SCHEMA)
+    assert list(without_excluded(config)["models"]) == ["a"]
+    config["analysis"]["exclude_models"] = {"c": "typo"}
+    with pytest.raises(ConfigError, match="unregistered model.*c"):
+        without_excluded(config)

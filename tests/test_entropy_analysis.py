@@ -23,7 +23,8 @@ def synthetic(shift=-0.1, n=40, models=("a", "b", "c"), seed=0):
             value = 0.5 + 0.05 * m + shift * unsafe + rng.normal(0, 0.02)
             rows.append({"model": model, "uid": f"{model}{k}", "unsafe": unsafe,
                          "label": "unsafe" if unsafe else "safe", "entropy": value,
-                         "layers": [value - 0.01, value + 0.01]})
+                         "entropy_all_norm": [value - 0.01, value + 0.01],
+                         "layers": [0, 2] if model == "c" else [0, 1]})  # c skips layer 1
     return pd.DataFrame(rows)
 
 
@@ -69,6 +70,7 @@ def test_mixed_model_needs_two_usable_models():
 
 
 def test_layer_profile():
-    profile = layer_profile(synthetic(), "layers")
-    assert set(profile["layer"]) == {0, 1}
+    profile = layer_profile(synthetic(), "entropy_all_norm")
+    assert set(profile[profile["model"] == "a"]["layer"]) == {0, 1}
+    assert set(profile[profile["model"] == "c"]["layer"]) == {0, 2}  # the model's own numbers
     assert len(profile) == 3 * 2 * 2

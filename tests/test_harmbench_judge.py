@@ -381,8 +381,11 @@ def test_bad_items_fail_alone(judge16, judge1, tiny_cls):
     assert "exceeds the classifier's context" in verdicts["long"].error
     for uid, verdict in good.items():
         assert verdicts[uid].label == verdict.label and verdicts[uid].score == pytest.approx(verdict.score, abs=1e-5)
+    assert verdicts["long"].clipped is None and verdicts[items[0].uid].clipped is False
     clipped = HarmBenchJudge(str(tiny_cls), dtype="float32", batch_size=16, clip=512)
-    assert clipped.judge([overlong])[0].label in ("safe", "unsafe")
+    long_verdict, short_verdict = clipped.judge([overlong, items[0]])
+    assert long_verdict.label in ("safe", "unsafe") and long_verdict.clipped is True
+    assert short_verdict.clipped is False
 
 
 def test_an_item_that_breaks_the_forward_pass_is_retried_alone(tiny_cls, monkeypatch):

@@ -3,11 +3,13 @@
 import hashlib
 import json
 
+import datasets
 import pytest
 
 from mirsafety.core.errors import DataError
 from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
 from mirsafety.data.prepare import expected_counts, prepare
+from mirsafety.data.sample import HUB_FEATURES, hub_parquet_path
 from mirsafety.data.sources import open_source
 
 from conftest import write_extracted, write_hub
@@ -105,3 +107,38 @@ def test_folder_without_data_is_refused(tmp_path):
         run_prepare(tmp_path / "empty", tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="dataset.local_path"):
         run_prepare(tmp_path / "missing", tmp_path / "out")
+
+
+@pytest.mark.parametrize("layout", ["train.parquet", "mir.parquet", "train/part-0.parquet",
+                                    "data/train-00000-of-00001.parquet"])
+def test_every_layout_datasets_resolves_for_train_is_read(tmp_path, tiny_records, layout):
+    """What ``datasets.load_dataset(folder, split="train")`` reads is what prepare reads: split
+    in the file name, in a folder name, or one file that is the whole (train) split."""
+    hub = write_hub(tiny_records, tmp_path / "hub")
+    target = tmp_path / "other" / layout
+    target.parent.mkdir(parents=True, exist_ok=True)
+    next(hub.glob("data/*.parquet")).rename(target)
+    source = open_source(tmp_path / "other")
+    assert source.kind == "hub_parquet" and source.count == len(tiny_records)
+
+
+def test_a_download_fetches_only_the_split_it_reads():
+    from mirsafety.data.hub import split_patterns
+
+    files = ["README.md", "data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet",
+             "data/test-00000-of-00001.parquet", "images/x.png"]
+    assert split_patterns(files, "train") == files[1:3] + ["README.md"]
+    converted = ["default/train/0000.parquet", "default/test/0000.parquet"]
+    assert split_patterns(converted, "train") == ["default/train/0000.parquet", "README.md"]
+
+
+def test_image_descriptions_as_one_string_stay_one_description(tmp_path, tiny_records):
+    """A dataset build with a string column: one description, not a list of characters."""
+    features = datasets.Features({**HUB_FEATURES, "image_descriptions": datasets.Value("string")})
+    records = [{**r, "image_descriptions": "a kite over a field"} for r in tiny_records]
+    path = hub_parquet_path(tmp_path / "hub")
+    path.parent.mkdir(parents=True)
+    datasets.Dataset.from_list(records, features=features).to_parquet(str(path))
+    run_prepare(tmp_path / "hub", tmp_path / "out")
+    first = json.loads((tmp_path / "out" / "instances.jsonl").read_text().splitlines()[0])
+    assert first["image_descriptions"] == ["a kite over a field"]

@@ -14,6 +14,8 @@ CASES = [
     ("kimi tags", "◁think▷hmm◁/think▷The reply.", "The reply.", "hmm"),
     ("think wins over kimi", "◁think▷k◁/think▷ x </think> y", "y", "k x"),
     ("empty thinking is None", "<think></think>Answer", "Answer", None),
+    ("cut at the last </answer>, as the authors' code",
+     "<answer>part one</answer> and <answer>part two</answer>", "part one and part two", None),
 ]
 
 

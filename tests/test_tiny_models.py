@@ -77,6 +77,10 @@ def expected_image_tokens(processor, inputs, n_images):
         merge = processor.image_processor.merge_size
         per_image = (inputs["image_grid_thw"].prod(dim=-1) // merge**2).tolist()
         return [sum(per_image[i * n_images : (i + 1) * n_images]) for i in range(2)]
+    if "cross_attention_mask" in inputs:  # Mllama: one <|image|> per image (the tiles are keys
+        return [n_images] * 2  # of the cross-attention layers, not tokens of the sequence)
+    if "token_type_ids" in inputs and hasattr(processor, "image_seq_length"):  # Gemma 3:
+        return [n_images * processor.image_seq_length] * 2  # soft tokens per image, no crops
     # Idefics3: image_seq_len per tile; tiles = real (unpadded) tiles of each conversation
     tiles = inputs["pixel_attention_mask"].flatten(2).any(-1).sum(-1)
     return (tiles * processor.image_seq_len).tolist()

@@ -12,7 +12,11 @@ min_version("9.0")
 SCRIPTS = Path(workflow.current_basedir).parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
-from mirsafety.core.config import validate_config  # noqa: E402
+from mirsafety.core.config import (  # noqa: E402
+    validate_config,
+    without_entropy,
+    without_excluded,
+)
 from mirsafety.core.shards import shard_name, shard_size  # noqa: E402
 from mirsafety.data.prepare import expected_counts  # noqa: E402
 from mirsafety.render import FIGURES as RENDER_FIGURES  # noqa: E402
@@ -26,8 +30,10 @@ from mirsafety.reasoning.item_set import (  # noqa: E402
 from mirsafety.core.job_size import MUIRBENCH_ITEMS, job_resources  # noqa: E402
 
 config.update(
-    validate_config(
-        config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
+    without_excluded(
+        validate_config(
+            config, Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
+        )
     )
 )
 

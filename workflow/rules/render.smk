@@ -20,6 +20,8 @@ rule render:
     params:
         judge=lambda w: primary_judge(),
         primary=lambda w: primary_capability(),
+        excluded=config["analysis"]["exclude_models"],
+        no_entropy=lambda w: without_entropy(config["models"], entropy_models()),
     script:
         "../scripts/render.py"
 

@@ -61,3 +61,33 @@ def validate_config(config: dict, schema_path) -> dict:
         problems = "\n".join(f"  - {_describe(e)}" for e in errors)
         raise ConfigError(f"invalid config (schema: {schema_path}):\n{problems}")
     return filled
+
+
+def without_excluded(config: dict) -> dict:
+    """The validated config with ``analysis.exclude_models`` taken out of the model registry.
+
+    Every excluded name must be registered (a typo would otherwise exclude nothing, silently).
+    """
+    excluded = config["analysis"]["exclude_models"]
+    unknown = sorted(set(excluded) - set(config["models"]))
+    if unknown:
+        raise ConfigError(f"analysis.exclude_models names unregistered model(s): "
+                          f"{', '.join(unknown)}. Fix: use the names under models.")
+    models = {name: spec for name, spec in config["models"].items() if name not in excluded}
+    return {**config, "models": models}
+
+
+#: Why a model of each backend gets no entropy pass unless entropy.models names it.
+_NO_ENTROPY = {
+    "openai": "an API model: its attention cannot be read",
+    "vllm": "generated with vLLM, whose engine does not expose attention, and not loadable "
+            "through transformers for the teacher-forced pass",
+    "mir_import": "answers imported from the authors' results, with no local weights registered",
+}
+
+
+def without_entropy(models: dict, measured: list[str]) -> dict[str, str]:
+    """The registered models outside ``measured`` (the entropy pass's models), each with why:
+    the paper says which models the entropy comparison leaves out."""
+    return {name: _NO_ENTROPY.get(spec["backend"], "left out by entropy.models")
+            for name, spec in models.items() if name not in measured}

@@ -8,7 +8,10 @@ import json
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
+
+from mirsafety.data.sources import split_parquet_files
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +32,16 @@ def _ways_forward(repo_id: str) -> str:
     )
 
 
-def split_patterns(split: str) -> list[str]:
-    """The files of one split in a dataset snapshot (parquet shards and the dataset card)."""
-    return [f"data/{split}-*.parquet", f"{split}/*.parquet", f"*/{split}/*.parquet", "README.md"]
+def split_patterns(repo_files: list[str], split: str) -> list[str]:
+    """The repository files of one split (and the dataset card), chosen by the rules
+    ``datasets.load_dataset(repo, split=split)`` applies: they are run on an empty copy of the
+    repository's file tree, the same function that later reads the download (``sources``)."""
+    with tempfile.TemporaryDirectory() as skeleton:
+        for name in repo_files:
+            (Path(skeleton) / name).parent.mkdir(parents=True, exist_ok=True)
+            (Path(skeleton) / name).touch()
+        files = split_parquet_files(Path(skeleton), split)
+        return [path.relative_to(skeleton).as_posix() for path in files] + ["README.md"]
 
 
 def download(repo_id: str, revision: str, split: str, dest, *, endpoint: str | None = None,
@@ -47,13 +57,15 @@ def download(repo_id: str, revision: str, split: str, dest, *, endpoint: str | N
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     try:
-        info = HfApi(endpoint=endpoint).dataset_info(repo_id, revision=revision, timeout=timeout)
+        info = HfApi(endpoint=endpoint).dataset_info(repo_id, revision=revision, timeout=timeout,
+                                                     files_metadata=False)
+        repo_files = [sibling.rfilename for sibling in info.siblings or []]
         if not COMMIT_SHA.match(revision):
             log.warning("dataset.revision '%s' is not a commit sha; it resolved to %s. Pin that sha "
                         "in the config for a reproducible study.", revision, info.sha)
         # a gated repo shows its card and file list to anyone: the refusal comes with the files
         snapshot_download(repo_id, repo_type="dataset", revision=info.sha, endpoint=endpoint,
-                          local_dir=dest, allow_patterns=split_patterns(split))
+                          local_dir=dest, allow_patterns=split_patterns(repo_files, split))
     except HfHubHTTPError as error:
         status = getattr(error.response, "status_code", "?")
         if isinstance(error, (GatedRepoError, RepositoryNotFoundError)) or status in (401, 403):

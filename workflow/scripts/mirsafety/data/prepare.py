@@ -30,7 +30,7 @@ from mirsafety.core.taxonomy import (
     sort_key,
 )
 from mirsafety.data.sources import RawInstance, open_source
-from mirsafety.data.validate import ImageProblem, check_fields, check_image
+from mirsafety.data.validate import ImageProblem, check_fields, check_image, text_list
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,8 @@ def _prepare_instance(raw: RawInstance, staging: Path, max_pixels: int):
         "relation_group": RELATION_GROUPS[fields["relationship_type"]],
         "original_question": fields["original_question"],
         "revised_prompt": fields["revised_prompt"],
-        "image_descriptions": list(fields.get("image_descriptions") or []),
-        "image_keywords": list(fields.get("image_keywords") or []),
+        "image_descriptions": text_list(fields.get("image_descriptions")),
+        "image_keywords": text_list(fields.get("image_keywords")),
         "num_images": len(image_paths),
         "images": image_paths,
         "image_sha256": image_hashes,

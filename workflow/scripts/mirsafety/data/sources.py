@@ -68,15 +68,25 @@ class Source:
     records: Iterator[RawInstance]
 
 
-def _hub_parquet_files(root: Path, split: str) -> list[Path]:
-    """Parquet files of one split, in the layouts the hub uses (data/ shards or converter refs)."""
-    patterns = (f"data/{split}-*.parquet", f"{split}-*.parquet", f"{split}/*.parquet",
-                f"*/{split}/*.parquet")
-    for pattern in patterns:
-        files = sorted(root.glob(pattern))
-        if files:
-            return files
-    return []
+def split_parquet_files(root: Path, split: str) -> list[Path]:
+    """Parquet files of one split, found as ``datasets.load_dataset(root, split=split)`` finds
+    them (its own layout rules: data/ shards, split-named files or folders, converter refs, or
+    one split holding every file), so any layout the hub serves is read."""
+    from datasets.data_files import get_data_patterns, resolve_pattern
+    from datasets.exceptions import DataFilesNotFoundError
+
+    try:
+        patterns = {str(name): p for name, p in get_data_patterns(str(root)).items()}
+    except (DataFilesNotFoundError, FileNotFoundError):
+        return []
+    files = set()
+    for pattern in patterns.get(split, []):
+        try:
+            found = resolve_pattern(pattern, base_path=str(root), allowed_extensions=[".parquet"])
+        except FileNotFoundError:  # a pattern of the split that matches nothing here
+            continue
+        files.update(Path(f) for f in found)
+    return sorted(files)
 
 
 def _hub_records(files: list[Path], root: Path) -> Iterator[RawInstance]:
@@ -147,7 +157,7 @@ def open_source(root, split: str = "train") -> Source:
     if extracted:
         count = sum(len(json.loads(p.read_text(encoding="utf-8"))) for p in extracted)
         return Source("extracted", root, count, _extracted_records(extracted, root))
-    parquet = _hub_parquet_files(root, split)
+    parquet = split_parquet_files(root, split)
     if parquet:
         count = sum(pq.ParquetFile(p).metadata.num_rows for p in parquet)
         return Source("hub_parquet", root, count, _hub_records(parquet, root))

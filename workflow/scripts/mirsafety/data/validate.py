@@ -53,12 +53,26 @@ def check_fields(fields: dict) -> list[str]:
         value = fields.get(key)
         if not isinstance(value, str) or not value.strip():
             problems.append(f"empty {key}; the instance cannot be asked or judged without it")
+    for key in ("image_descriptions", "image_keywords"):
+        value = fields.get(key)
+        if value is not None and not isinstance(value, str) and not (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            problems.append(f"{key} is a {type(value).__name__}; it must be a list of strings "
+                            "or one string")
     count, declared = fields["image_count"], fields.get("num_images")
     if count == 0:
         problems.append("has no images")
     if declared is not None and declared != count:
         problems.append(f"num_images says {declared} but the record has {count} image(s)")
     return problems
+
+
+def text_list(value) -> list[str]:
+    """A list-of-strings field as a list: one string is one entry, never split into characters
+    (some dataset builds store a single description as a plain string)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 def check_image(data: bytes, max_pixels: int) -> CheckedImage:

@@ -8,7 +8,11 @@ of interest, it hands those query rows to the kernel (:mod:`mirsafety.entropy.ke
 reduces them to their entropies at once. Load a VLM with
 ``attn_implementation=attn_implementation_for(config)``, i.e.
 ``{"text_config": NAME, "vision_config": "sdpa"}``, or switch a loaded one with
-:func:`enable_entropy_attention`.
+:func:`enable_entropy_attention`. Only self-attention layers are measured: a language model with
+cross-attention layers (Mllama's ``cross_attention_layers``, whose keys are image features, not
+the sequence) runs them through the same function, and the captures leave them out
+(:func:`self_attention_layers`; what that means for the image keys:
+:mod:`mirsafety.entropy.kernel`).
 
 Two captures. :func:`capture_rows` / :func:`entropy_forward`: one forward pass without a cache,
 reducing the marked rows (the teacher-forced pass). :func:`capture_generation` /
@@ -51,6 +55,7 @@ __all__ = [
     "entropy_forward",
     "generate_with_entropy",
     "require_entropy_attention",
+    "self_attention_layers",
 ]
 
 NAME = "mirsafety_entropy"
@@ -69,6 +74,9 @@ class _Pending:
     key: torch.Tensor | None = None  # the layer's keys at its latest call
     scaling: float | None = None
     every_step: bool = False
+    window: int | None = None  # the layer's sliding window; None for a global layer
+    position: int = -1  # absolute position of the latest row
+    positions: list = field(default_factory=list)  # absolute position of each pending row
 
 
 @dataclass
@@ -85,6 +93,7 @@ class _Capture:
     mode: str
     rows: torch.Tensor | None = None
     image_keys: torch.Tensor | None = None  # (B, P) bool: key positions holding image tokens
+    key_mask: torch.Tensor | None = None  # (B, P) bool: the input's non-padding positions
     layers: frozenset | None = None
     chunk_elements: int = CHUNK_ELEMENTS
     keep_probs: bool = False
@@ -114,7 +123,7 @@ def _row_specs(attention_mask, k_len, causal):
     def spec(start, stop, rows):
         if attention_mask is None:
             return ("causal", rows) if causal else ("none", None)
-        mask = attention_mask.index_select(-2, rows)[..., :k_len]
+        mask = attention_mask.index_select(-2, rows.to(attention_mask.device))[..., :k_len]
         if mask.dtype == torch.bool:
             return ("mask", mask, None)
         # An additive float mask (eager-style): masked keys hold the dtype's minimum.
@@ -130,16 +139,21 @@ def _causal(module, is_causal, q_len) -> bool:
     return bool(flag) and q_len > 1
 
 
-def _defer(capture: _Capture, module, layer, query, key, attention_mask, scaling, is_causal):
+def _defer(capture: _Capture, module, layer, query, key, attention_mask, scaling, is_causal,
+           window=None):
     """Keep this call's last query row (a generation step) for a later, batched reduction.
 
     Kept lean: it runs once per layer and decode step."""
     state = capture.pending.get(layer)
     if state is None:
-        state = capture.pending[layer] = _Pending()
+        state = capture.pending[layer] = _Pending(window=window)
         # A sliding-window cache drops old keys: reduce at once, while the keys line up.
-        state.every_step = bool(getattr(module, "sliding_window", None))
+        state.every_step = bool(window or getattr(module, "sliding_window", None))
     q_len, k_len = query.shape[2], key.shape[2]
+    # The row's absolute position: the prefill's last, then one more per decode step (a
+    # sliding-window cache returns fewer keys than positions, so k_len does not tell it).
+    state.position = k_len - 1 if state.position < 0 else state.position + q_len
+    state.positions.append(state.position)
     if q_len == 1:  # a decode step: the query is the row, the mask (if any) its row
         state.queries.append(query)
         state.masks.append(attention_mask)
@@ -197,12 +211,64 @@ def _flush(capture: _Capture, layer: int, state: _Pending) -> None:
 
         spec.kind = "mask"
 
+    # Key j holds absolute position j + offset (offset > 0 once a sliding cache dropped keys;
+    # a layer with a window flushes every step, so one offset serves its one row).
+    offset = state.positions[-1] + 1 - k_len
+    positions_abs = torch.tensor(state.positions, device=device)
     with torch.no_grad():
-        values, n_keys, n_img, _ = reduce_rows(queries, key, rows, spec, scaling=state.scaling,
-                                                image_columns=capture.image_columns(),
-                                                chunk_elements=capture.chunk_elements)
+        values, n_keys, n_img, _ = reduce_rows(
+            queries, key, rows, spec, scaling=state.scaling,
+            image_columns=_shift_columns(capture.image_columns(), offset),
+            chunk_elements=capture.chunk_elements,
+            hidden=_hidden_by_window(capture, state.window, positions_abs, batch))
     capture.records.setdefault(layer, []).append((rows, values, n_keys, n_img))
-    state.queries, state.masks, state.lengths = [], [], []
+    state.queries, state.masks, state.lengths, state.positions = [], [], [], []
+
+
+def _shift_columns(image_columns, offset: int):
+    """Image-key columns (absolute positions) as indices into keys that start at ``offset``."""
+    if image_columns is None or offset <= 0:
+        return image_columns
+    columns, held = image_columns
+    columns = columns - offset
+    keep = columns >= 0
+    if not bool(keep.any()):
+        return None
+    return columns[keep], (None if held is None else held[..., keep])
+
+
+def _window(module, kwargs) -> int | None:
+    """The layer's sliding window (a row sees its last ``window`` keys), None if global."""
+    window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
+    return int(window) if window else None
+
+
+def _hidden_by_window(capture: _Capture, window, positions, batch: int):
+    """(keys (B, r), image keys (B, r)) that rows at absolute ``positions`` (r,) may attend to
+    but a sliding window of ``window`` keys hides, or None when it hides none.
+
+    The window keeps the keys after ``position - window`` (transformers' sliding overlay, on top
+    of the causal or bidirectional-image mask); every key at or before it is an earlier one, so
+    the hidden keys are the input's non-padding positions up to there (generated positions all
+    count), and the hidden image keys the image positions among them."""
+    if window is None:
+        return None
+    cut = (positions.long() - window + 1).clamp(min=0)  # positions [0, cut) are hidden
+    if not bool((cut > 0).any()):
+        return None
+
+    def before_cut(flags):  # (B, P) bool -> how many are True before each cut, (B, r)
+        length = flags.shape[1]
+        running = torch.nn.functional.pad(flags.long().cumsum(1), (1, 0))
+        return running[:, cut.clamp(max=length).to(flags.device)].to(positions.device)
+
+    if capture.key_mask is None:
+        keys = cut.expand(batch, -1)
+    else:
+        keys = before_cut(capture.key_mask) + (cut - capture.key_mask.shape[1]).clamp(min=0)
+    image = (torch.zeros_like(keys) if capture.image_keys is None
+             else before_cut(capture.image_keys))
+    return keys, image
 
 
 def _finish(capture: _Capture) -> None:
@@ -226,7 +292,8 @@ def entropy_attention_forward(module, query, key, value, attention_mask, dropout
     if capture.mode == "last":  # the hot path of a generation: keep the row, nothing more
         if kwargs.get("position_bias") is not None:
             raise NotImplementedError("position_bias in the generation capture")
-        _defer(capture, module, layer, query, key, attention_mask, scaling, is_causal)
+        _defer(capture, module, layer, query, key, attention_mask, scaling, is_causal,
+               _window(module, kwargs))
         return output
     with torch.no_grad():
         q_len, k_len = query.shape[2], key.shape[2]
@@ -235,7 +302,8 @@ def entropy_attention_forward(module, query, key, value, attention_mask, dropout
         values, n_keys, n_img, probs = reduce_rows(
             query, key, rows, spec, scaling=scaling, image_columns=capture.image_columns(),
             chunk_elements=capture.chunk_elements, position_bias=kwargs.get("position_bias"),
-            keep_probs=capture.keep_probs)
+            keep_probs=capture.keep_probs,
+            hidden=_hidden_by_window(capture, _window(module, kwargs), rows, query.shape[0]))
     capture.records.setdefault(layer, []).append((rows, values, n_keys, n_img))
     if probs is not None:
         capture.probs.setdefault(layer, []).append(probs)
@@ -288,8 +356,38 @@ def _image_keys(input_ids, image_token_id):
     return None if image_token_id is None else input_ids == image_token_id
 
 
+def _key_mask(attention_mask):
+    """The input's (B, T) attention mask as bool, or None."""
+    return None if attention_mask is None else attention_mask.bool()
+
+
 def _layers(layers):
     return None if layers is None else frozenset(int(x) for x in layers)
+
+
+def self_attention_layers(config) -> list[int] | None:
+    """The language model's self-attention layer indices when it also has cross-attention layers
+    (Mllama's ``cross_attention_layers``: their queries are the text, their keys the vision
+    tower's features); None when every layer attends over the sequence."""
+    text = config.get_text_config()
+    cross = set(getattr(text, "cross_attention_layers", None) or ())
+    if not cross:
+        return None
+    return [layer for layer in range(text.num_hidden_layers) if layer not in cross]
+
+
+def _capture_layers(model, layers):
+    """The layers a capture of ``model`` reduces: ``layers``, or every self-attention layer by
+    default; asking for a cross-attention layer is an error (its keys are not the sequence)."""
+    own = self_attention_layers(model.config)
+    if layers is None:
+        return _layers(own)
+    chosen = _layers(layers)
+    if own is not None and not chosen <= set(own):
+        raise ValueError(f"layers {sorted(chosen - set(own))} are cross-attention layers: their "
+                         "keys are image features, not the sequence; the entropy is defined on "
+                         f"the self-attention layers {own}")
+    return chosen
 
 
 @dataclass
@@ -312,10 +410,14 @@ class RowEntropies:
 
 @contextlib.contextmanager
 def capture_rows(rows, image_keys=None, *, layers=None, chunk_elements=CHUNK_ELEMENTS,
-                 keep_probs=False):
-    """Reduce the query rows ``rows`` ((B, T) bool) of the next forward pass (no cache)."""
+                 keep_probs=False, key_mask=None):
+    """Reduce the query rows ``rows`` ((B, T) bool) of the next forward pass (no cache).
+
+    ``key_mask`` (B, T): the input's attention mask (None: no padding); it counts the keys a
+    sliding window hides (:func:`_hidden_by_window`)."""
     capture = _Capture("rows", rows=rows, image_keys=image_keys, layers=_layers(layers),
-                       chunk_elements=chunk_elements, keep_probs=keep_probs)
+                       chunk_elements=chunk_elements, keep_probs=keep_probs,
+                       key_mask=_key_mask(key_mask))
     with _activate(capture):
         yield capture
 
@@ -351,8 +453,10 @@ def entropy_forward(model, inputs: dict, rows: torch.Tensor, image_token_id=None
         kwargs["logits_to_keep"] = 1
     with torch.inference_mode(), capture_rows(rows.to(input_ids.device),
                                               _image_keys(input_ids, image_token_id),
-                                              layers=layers, chunk_elements=chunk_elements,
-                                              keep_probs=keep_probs) as capture:
+                                              layers=_capture_layers(model, layers),
+                                              chunk_elements=chunk_elements,
+                                              keep_probs=keep_probs,
+                                              key_mask=inputs.get("attention_mask")) as capture:
         output = model(**inputs, **kwargs)
     return _collect_rows(capture), output
 
@@ -416,7 +520,8 @@ def capture_generation(model, inputs: dict, image_token_id=None, *, layers=None,
         image_token_id = getattr(model.config, "image_token_id", None)
     input_ids = inputs["input_ids"]
     capture = _Capture("last", image_keys=_image_keys(input_ids, image_token_id),
-                       layers=_layers(layers), chunk_elements=chunk_elements, block=block)
+                       layers=_capture_layers(model, layers), chunk_elements=chunk_elements,
+                       block=block, key_mask=_key_mask(inputs.get("attention_mask")))
     handle = _GenerationCapture(capture, input_ids.shape[1])
     with _activate(capture):
         yield handle

@@ -82,11 +82,14 @@ def mixed_model(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def layer_profile(frame: pd.DataFrame, layer_metric: str) -> pd.DataFrame:
-    """Mean entropy per model, layer and label: where in the network the difference sits."""
+    """Mean entropy per model, layer and label: where in the network the difference sits.
+
+    A layer is named by its index in the model (the records' ``layers``), so a model whose
+    cross-attention layers are not measured (Mllama) keeps its own layer numbers."""
     rows = []
     for (model, label), group in frame.groupby(["model", "label"]):
-        layers = np.array(group[layer_metric].tolist(), float)
-        for layer, value in enumerate(layers.mean(0)):
+        values = np.array(group[layer_metric].tolist(), float)
+        for layer, value in zip(group["layers"].iloc[0], values.mean(0), strict=True):
             rows.append({"model": model, "layer": layer, "label": label,
                          "mean_entropy": value, "n": len(group)})
     return pd.DataFrame(rows)

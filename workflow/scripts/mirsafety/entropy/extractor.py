@@ -20,10 +20,12 @@ system prompt and ``add_generation_prompt=True``, same images, same processor ca
 response's token ids appended: the raw response text tokenised without special tokens (or the
 generated ids themselves, when given). Appending ids, rather than re-tokenising prompt + response
 as one string, keeps the prompt's tokens identical to what the model saw (a BPE may merge across
-the boundary, e.g. ``"\\n"`` + ``"\\n\\n"``). Per-token inputs are extended for the appended tokens
-(``attention_mask`` with ones, ``mm_token_type_ids`` and ``token_type_ids`` with zeros); the
-model's own forward then builds the positions (Qwen2.5-VL's 3-D rope index included) as it does
-in a generation's prefill.
+the boundary, e.g. ``"\\n"`` + ``"\\n\\n"``). Every per-token input is extended for the appended
+tokens as a generation extends it (``attention_mask`` with ones, ``mm_token_type_ids`` and
+``token_type_ids`` with zeros, Mllama's ``cross_attention_mask`` by repeating the last prompt
+position's row: a generated token sees the images the prompt's last token saw); the model's own
+forward then builds the positions (Qwen2.5-VL's 3-D rope index included) as it does in a
+generation's prefill.
 """
 
 import torch
@@ -32,6 +34,7 @@ from mirsafety.entropy.capture import (
     attn_implementation_for,
     entropy_forward,
     require_entropy_attention,
+    self_attention_layers,
 )
 from mirsafety.entropy.kernel import CHUNK_ELEMENTS, QUANTITIES
 from mirsafety.entropy.selection import select_tokens, summarise, token_offsets
@@ -40,8 +43,11 @@ from mirsafety.models.loading import encode, image_token_id, load_config, load_m
 
 __all__ = ["EntropyExtractor"]
 
-# Per-token inputs a processor returns beside input_ids, and the value for appended tokens.
-_PER_TOKEN = {"attention_mask": 1, "mm_token_type_ids": 0, "token_type_ids": 0}
+# Per-token inputs a processor returns beside input_ids (token axis 1), and the value for
+# appended tokens: a constant, or LAST (the last prompt position's entry, repeated).
+LAST = "last"
+_PER_TOKEN = {"attention_mask": 1, "mm_token_type_ids": 0, "token_type_ids": 0,
+              "cross_attention_mask": LAST}
 
 
 class EntropyExtractor:
@@ -57,7 +63,7 @@ class EntropyExtractor:
             attn_implementation=attn_implementation_for(config), device_map=device_map)
         require_entropy_attention(self.model)
         self.tokenizer = self.processor.tokenizer
-        self.image_token_id = image_token_id(self.processor)
+        self.image_token_id = image_token_id(self.processor, self.model.config)
         self.thinking_format = model_entry.get("thinking", "auto")
         self.layers, self.chunk_elements = layers, chunk_elements
 
@@ -77,9 +83,14 @@ class EntropyExtractor:
         for key, value in prompt_inputs.items():
             if key == "input_ids":
                 value = torch.cat([value, extra], 1)
-            elif key in _PER_TOKEN and torch.is_tensor(value) and value.shape[-1] == length:
-                fill = torch.full((value.shape[0], len(response_ids)), _PER_TOKEN[key],
-                                  dtype=value.dtype)
+            elif key in _PER_TOKEN and torch.is_tensor(value) and value.dim() >= 2:
+                if value.shape[1] != length:
+                    raise ValueError(f"{key} has {value.shape[1]} positions, input_ids {length}")
+                if _PER_TOKEN[key] == LAST:
+                    fill = value[:, -1:].expand(-1, len(response_ids), *value.shape[2:])
+                else:
+                    fill = torch.full((value.shape[0], len(response_ids), *value.shape[2:]),
+                                      _PER_TOKEN[key], dtype=value.dtype)
                 value = torch.cat([value, fill], 1)
             inputs[key] = value
         return {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in inputs.items()}
@@ -128,8 +139,9 @@ class EntropyExtractor:
                 "n_image_tokens": int((prompt["input_ids"] == self.image_token_id).sum())}
         if not tokens:
             empty = torch.zeros((0,))
-            layers = self.layers if self.layers is not None else list(
-                range(self.model.config.get_text_config().num_hidden_layers))
+            layers = self.layers if self.layers is not None else (
+                self_attention_layers(self.model.config)
+                or list(range(self.model.config.get_text_config().num_hidden_layers)))
             result = summarise({n: torch.zeros((0, len(layers))) for n in QUANTITIES}, empty,
                                empty, layers)
             return {**base, **result}

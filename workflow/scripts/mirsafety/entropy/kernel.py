@@ -2,21 +2,49 @@
 
 Definition (our choice; the paper does not say how it computed its entropies)
 ------------------------------------------------------------------------------
-For every decoder layer of the language model (the attention modules that carry a ``layer_idx``;
-the vision tower is left alone) and every head, take the attention distribution ``p`` of one
-query row over its keys, after the causal and padding masks (a masked key has probability 0 and
-does not count as a key):
+For every self-attention layer of the language model (the attention modules that carry a
+``layer_idx``; the vision tower and cross-attention layers are left alone, see below) and every
+head, take the attention distribution ``p`` of one query row over its keys, after the causal and
+padding masks (a masked key has probability 0 and does not count as a key):
 
 * ``H = -sum_j p_j log p_j`` over all the row's keys (nats), and ``H_norm = H / log(n)`` with
   ``n`` the number of keys the row may attend to (0 when ``n == 1``), so ``H_norm`` is in [0, 1];
 * ``H_img``: the same over the *image-token* keys only, with ``p`` renormalised to sum to one over
   them, and ``H_img_norm = H_img / log(n_img)`` (undefined when the row sees no image key, 0 when it
-  sees one). Image-token keys are the positions holding the processor's image token
-  (``<|image_pad|>`` for Qwen2-VL, ``<image>`` for Idefics3): the image embeddings themselves,
-  not the tags around them.
+  sees one). Image-token keys are the positions the model scatters the image features into, the
+  model config's image token (``<|image_pad|>`` for Qwen2-VL, ``<image>`` for Idefics3 and
+  SmolVLM, ``<image_soft_token>`` for Gemma 3, not its ``<start_of_image>`` placeholder): the
+  image embeddings themselves, not the tags around them.
+
+The keys a row "may attend to" are those the model's own mask allows, whatever it is: causal and
+padding, and also, where the model says so, the later tokens of the row's own image (Gemma 3's
+image tokens attend to their whole image, both ways).
+
+Sliding-window layers (Gemma 3's local layers: a row sees only its last ``sliding_window``
+keys). ``p`` is the layer's distribution, so ``H`` and ``H_img`` are over the keys the row can
+actually see in that layer: ``H_img`` is ``p`` renormalised over the image keys inside the window,
+and is undefined (NaN, like a row before any image) when the window holds no image key, e.g. the
+rows after the last image once the window has passed it, even though the prompt has images. The
+normalisers, and the ``n``/``n_img`` reported, are the row's keys in the model's sense: those it
+could attend to without the window (as a global layer of the same model sees them), the same in
+every layer. So a sliding layer's ``H_norm`` is at most ``log(keys in the window) / log(n)``:
+it says how spread the row's attention is over the context it has been shown, comparable with a
+global layer's, not how spread it is over what the window lets through; and ``H_img_norm`` of a
+row seeing 2 of an image's 256 keys, evenly, is ``log 2 / log 256``, not 1.
 
 Each quantity is averaged over the heads (per row and layer), then over the selected response
 rows (per layer), and the per-layer values are averaged over the layers (``*_mean``).
+
+Models with cross-attention layers (Mllama, i.e. Llama-3.2-Vision). The image features are not in
+the sequence: they reach the text only through the ``cross_attention_layers``, whose keys are the
+vision tower's tile features. Those layers are not measured (``layers`` lists the self-attention
+layers' indices only), so every quantity is over the sequence, as for the other models. The
+self-attention layers never see an image patch: their only "image keys" are the ``<|image|>``
+placeholder tokens, one per image, and that is what is counted: ``H_img`` is the entropy over the
+``<|image|>`` positions (``n_img`` = the number of images in the prompt; with one image, the
+study's setting for Llama-3.2-Vision, ``H_img`` and ``H_img_norm`` are 0 by construction), and
+``H`` counts the placeholders as ordinary keys. The image-key quantities of such a model measure
+something else than those of models whose image features sit in the sequence.
 
 How. :func:`reduce_rows` recomputes the attention of the query rows of interest, in chunks, and
 reduces each row to its entropies at once, in float32: with the module's scaling, the
@@ -212,18 +240,29 @@ def _fused_chunk(q, key, spec, columns, held, group, scale):
 
 
 def reduce_rows(query, key, rows, spec, *, scaling, image_columns,
-                 chunk_elements=CHUNK_ELEMENTS, position_bias=None, keep_probs=False):
+                 chunk_elements=CHUNK_ELEMENTS, position_bias=None, keep_probs=False,
+                 hidden=None):
     """Entropies of the query rows ``rows`` (r,) of ``query``, chunk by chunk.
 
     query (B, H, Q, D), key (B, Hkv, K, D); ``spec(start, stop, chunk_rows)`` gives a chunk's
     masking (``spec.kind``: "causal", "none" or "mask" for every chunk); ``image_columns`` from
-    :func:`image_key_columns`. Returns ({quantity: (B, r)} head means, n_keys (B, r), n_img (B, r),
-    probabilities (B, H, r, K) or None).
+    :func:`image_key_columns`. ``hidden``: for a sliding-window layer, (keys (B, r), image keys
+    (B, r)) each row may attend to that the window hides (see the module doc), None otherwise.
+    Returns ({quantity: (B, r)} head means, n_keys (B, r), n_img (B, r), probabilities
+    (B, H, r, K) or None); n_keys/n_img count the row's keys, hidden ones included.
 
     On CPU the fused flash kernel gives each row's log-sum-exp and expected key at once
     (H = log Z - scale q . E_p[k]); elsewhere, or for additive masks and position biases, the
     probabilities of ``chunk_elements`` scores at a time are materialised and reduced.
+
+    A model split over several GPUs runs each layer where its weights are: the row and column
+    indices (made on the input's device) go to the layer's device, and the results come back to
+    the rows' device, where the capture gathers every layer.
     """
+    home, device = rows.device, query.device
+    rows = rows.to(device)
+    if image_columns is not None:
+        image_columns = tuple(None if t is None else t.to(device) for t in image_columns)
     batch, heads, _, dim = query.shape
     kv_heads, k_len = key.shape[1], key.shape[2]
     group = heads // kv_heads
@@ -253,7 +292,8 @@ def reduce_rows(query, key, rows, spec, *, scaling, image_columns,
         chunk_rows = rows[start:start + step]
         c = chunk_rows.numel()
         q = query.index_select(2, chunk_rows).float()
-        chunk_spec = spec(start, start + c, chunk_rows)
+        chunk_spec = tuple(t.to(device) if torch.is_tensor(t) else t
+                           for t in spec(start, start + c, chunk_rows))
         found = None
         if fused:
             try:
@@ -272,22 +312,25 @@ def reduce_rows(query, key, rows, spec, *, scaling, image_columns,
         if h_img is None:
             img_count = torch.zeros_like(count)
             h_img = torch.full(count.shape, torch.nan, device=count.device)
-        else:
+        else:  # a row that sees no image key (none yet, or none in its window): undefined
             h_img = torch.where(img_count > 0, h_img, torch.nan)
+        if hidden is not None:  # the keys the window hides count in the normalisers
+            count = count + hidden[0][:, None, start:start + c].to(count.device)
+            img_count = img_count + hidden[1][:, None, start:start + c].to(count.device)
         outputs["entropy_all"].append(h_all.mean(1))
         outputs["entropy_img"].append(h_img.mean(1))
         outputs["entropy_all_norm"].append(_normalise(h_all, count).mean(1))
         outputs["entropy_img_norm"].append(_normalise(h_img, img_count).mean(1))
         n_keys.append(count[:, 0])
         n_img.append(img_count[:, 0])
-    result = {name: torch.cat(parts, 1) for name, parts in outputs.items()}
-    return (result, torch.cat(n_keys, 1), torch.cat(n_img, 1),
-            torch.cat(kept, 2) if keep_probs else None)
+    result = {name: torch.cat(parts, 1).to(home) for name, parts in outputs.items()}
+    return (result, torch.cat(n_keys, 1).to(home), torch.cat(n_img, 1).to(home),
+            torch.cat(kept, 2).to(home) if keep_probs else None)
 
 
 def _normalise(entropy, count):
-    """entropy / log(count); 0 for a single key, NaN for none."""
+    """entropy / log(count); 0 for a single key, NaN for none (and where entropy is NaN)."""
     log_n = torch.log(count.clamp(min=1).float())
     normed = entropy / torch.where(count > 1, log_n, 1.0)
-    return torch.where(count > 1, normed, torch.where(count == 1, 0.0, torch.nan))
+    return torch.where(count > 1, normed, torch.where(count == 1, entropy * 0.0, torch.nan))
 

@@ -120,6 +120,7 @@ def generate_shard(*, model_name: str, model: dict, shard: str, instances_path, 
                             instances_path=instances_path, out_path=out_path, meta_path=meta_path)
     backend = make_backend(model, capture=EntropyHook(), built=built)
     settings["weights"]["resolved_commit"] = getattr(backend, "commit", None)
+    settings["generation_config"] = backend.generation_config()
     try:
         return run_shard(instances, dataset_dir, backend, model_name=model_name, model=model,
                          settings=settings, out_path=out_path, meta_path=meta_path,

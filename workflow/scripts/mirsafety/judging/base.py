@@ -30,6 +30,7 @@ class Verdict:
     score: float | None = None  # e.g. P("Yes") for the HarmBench classifier
     safe_kind: str | None = None  # for a taxonomy judge's safe labels: one of core.taxonomy.SAFE_KINDS
     error: str | None = None
+    clipped: bool | None = None  # the answer was cut before judging (None: this judge never cuts)
 
 
 class Judge:

@@ -230,6 +230,10 @@ class HarmBenchJudge(Judge):
         generation = clip_generation(self.tokenizer, item.generation, self.clip)
         return render_prompt(self.template, replace(item, generation=generation), self.variant)
 
+    def clipped(self, item: JudgeItem) -> bool:
+        """Whether the clip cuts this answer (its classifier tokens, BOS included, exceed it)."""
+        return self.clip is not None and len(self.tokenizer.encode(item.generation)) > self.clip
+
     def _encode(self, item: JudgeItem) -> list[int]:
         """Token ids starting with BOS, as the classifier was trained (some tokenizer builds
         under transformers 5 stop adding it; the prompt must not silently lose it)."""
@@ -297,7 +301,7 @@ class HarmBenchJudge(Judge):
             chunk = ready[start:start + self.batch_size]
             batch_items = [items[index] for index, _ in chunk]
             for (index, _), verdict in zip(chunk, self._verdicts(batch_items, [ids for _, ids in chunk])):
-                verdicts[index] = verdict
+                verdicts[index] = replace(verdict, clipped=self.clipped(items[index]))
         return verdicts
 
     def close(self) -> None:

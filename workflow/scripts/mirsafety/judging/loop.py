@@ -40,6 +40,7 @@ def make_judgment(generation: dict, verdict: Verdict, judge_name: str) -> dict:
         "score": verdict.score,
         "raw": verdict.raw,
         "error": verdict.error,
+        "clipped": verdict.clipped,
         "generation_status": generation["status"],
     }
 

@@ -46,6 +46,11 @@ class Backend:
     def generate(self, requests: list[Request]) -> list[Result]:
         raise NotImplementedError
 
+    def generation_config(self) -> dict:
+        """The decoding settings in force, exactly as sent to the model or API (for provenance:
+        a shard's meta records them, defaults included)."""
+        return {}
+
     def close(self) -> None:
         """Release the model or connection pool (default: nothing to release)."""
 

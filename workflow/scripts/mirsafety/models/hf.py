@@ -28,6 +28,9 @@ class TransformersBackend(Backend):
     def __init__(self, location: str, *, revision: str | None, model: dict,
                  capture: CaptureHook | None = None):
         self.decoding = model["decoding"]
+        if self.decoding["max_new_tokens"] is None:
+            raise ValueError(f"{location}: decoding.max_new_tokens is null; a local model needs "
+                             "a limit (null is for API models, which then use the provider's)")
         self.processor, self.model = load_model(location, model, revision=revision,
                                                 attn_implementation=model["attn_implementation"])
         self.processor.tokenizer.padding_side = "left"
@@ -35,7 +38,7 @@ class TransformersBackend(Backend):
         self.capture = capture if model["entropy_capture"] else None
         if self.capture is not None:
             self.capture.prepare(self.model)
-        self.image_token_id = image_token_id(self.processor)
+        self.image_token_id = image_token_id(self.processor, self.model.config)
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.tag_ids = thinking_tag_ids(self.processor.tokenizer)
@@ -76,7 +79,7 @@ class TransformersBackend(Backend):
 
     def _run(self, requests: list[Request]) -> list[Result]:
         inputs = self._inputs(requests)
-        torch.manual_seed(self.decoding["seed"])
+        torch.manual_seed(self.decoding["seed"] or 0)
         started = time.perf_counter()
         output, captured = self._generate(inputs)
         latency = (time.perf_counter() - started) / len(requests)

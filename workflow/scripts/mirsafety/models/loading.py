@@ -47,8 +47,26 @@ def load_model(location: str, entry: dict, *, revision: str | None, attn_impleme
     return processor, model
 
 
-def image_token_id(processor) -> int:
-    """The id of the token that stands for image embeddings in the model's input."""
+#: Config attributes naming the token whose positions receive the image features.
+_IMAGE_TOKEN_KEYS = ("image_token_id", "image_token_index")
+
+
+def image_token_id(processor, config=None) -> int:
+    """The id of the token that stands for image embeddings in the model's input: the positions
+    the model scatters the image features into (one per image embedding, the image's keys).
+
+    The model's ``config`` says it (``image_token_id``, or ``image_token_index`` in older
+    configs) and is used where given. ``processor.image_token`` is the *placeholder* the chat
+    template writes, which is the same token for most families (Qwen2-VL's ``<|image_pad|>``,
+    Idefics3's ``<image>``) but not for all: Gemma 3's is ``<start_of_image>``, one per image,
+    which the processor expands into ``<start_of_image>``, N x ``<image_soft_token>`` and
+    ``<end_of_image>`` (and its ``processor.image_token_id`` is the begin-of-image id too), so
+    without a config this falls back to the placeholder only for families where they agree.
+    """
+    for key in _IMAGE_TOKEN_KEYS:
+        value = getattr(config, key, None) if config is not None else None
+        if isinstance(value, int):
+            return value
     return processor.tokenizer.convert_tokens_to_ids(processor.image_token)
 
 
@@ -65,10 +83,16 @@ def chat_messages(request: Request) -> list[dict]:
 
 def encode(processor, requests: list[Request], **kwargs):
     """The processor's tensors for a batch of requests (``kwargs``, e.g. ``padding``, go to the
-    processor call)."""
+    processor call).
+
+    The rendered chat template already holds every special token the model expects (Gemma-3's
+    and Llama-3's write their own BOS), so the tokenizer adds none, as transformers'
+    ``apply_chat_template(tokenize=True)`` does: a tokenizer that adds BOS would otherwise start
+    every prompt with two."""
     texts = [_prompt(processor, request) for request in requests]
     images = [r.images for r in requests] if any(r.images for r in requests) else None
-    return processor(text=texts, images=images, return_tensors="pt", **kwargs)
+    return processor(text=texts, images=images, return_tensors="pt", add_special_tokens=False,
+                     **kwargs)
 
 
 def _prompt(processor, request: Request) -> str:

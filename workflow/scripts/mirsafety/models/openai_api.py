@@ -204,6 +204,10 @@ class OpenAIBackend(Backend):
         with self._sessions_lock:
             self._idle.append(session)
 
+    def generation_config(self) -> dict:
+        """What every request carries besides the model and the messages (nothing else is sent)."""
+        return dict(self.decoding)
+
     def redact(self, text: str | None) -> str | None:
         """``text`` with the API key replaced by ``***`` (should a server echo it back)."""
         return text.replace(self._key, "***") if self._key and text else text

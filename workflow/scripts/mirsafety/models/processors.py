@@ -7,9 +7,14 @@ subclass (the stock processor with the video part left out) serves on CPU. Where
 installed (GPU machines), ``load_processor`` returns the stock processor unchanged.
 """
 
+import copy
+import inspect
 import logging
 
 from transformers import AutoConfig, AutoProcessor, ProcessorMixin
+from transformers.models.glm4v.processing_glm4v import Glm4vProcessor
+from transformers.models.internvl.processing_internvl import InternVLProcessor
+from transformers.models.llava_onevision.processing_llava_onevision import LlavaOnevisionProcessor
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
@@ -40,19 +45,33 @@ class _ImageOnly:
     """
 
     stock: type[ProcessorMixin]
+    #: the stock video processor class, named in the saved config
+    video_processor_type: str = "Qwen2VLVideoProcessor"
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         # ProcessorMixin zips positional args with get_attributes(), which this signature limits
         # to image_processor and tokenizer, so the video slot (None) is dropped.
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
+    @classmethod
+    def validate_init_kwargs(cls, processor_config, valid_kwargs):
+        """On load, accept the stock processor's own settings too (its __init__ names them)."""
+        stock = [key for key in inspect.signature(cls.stock.__init__).parameters
+                 if key not in ("self", "video_processor", "args", "kwargs")]
+        return super().validate_init_kwargs(processor_config, (*valid_kwargs, *stock))
+
     def to_dict(self) -> dict:
         """Serialise under the stock class name, with the video settings a stock load needs."""
         output = super().to_dict()
         output["processor_class"] = self.stock.__name__
+        # The stock processor's own settings (e.g. InternVL's image_seq_length): ProcessorMixin
+        # saves the parameters of ``__init__``, and this class's __init__ does not name them.
+        for key in inspect.signature(self.stock.__init__).parameters:
+            if key not in output and key not in ("self", "tokenizer", "chat_template") and key in vars(self):
+                output[key] = copy.deepcopy(vars(self)[key])
         image = self.image_processor.to_dict()
         video = {key: image[key] for key in _SHARED_WITH_VIDEO if key in image}
-        output["video_processor"] = {"video_processor_type": "Qwen2VLVideoProcessor", **video}
+        output["video_processor"] = {"video_processor_type": self.video_processor_type, **video}
         return output
 
     def save_pretrained(self, save_directory, **kwargs):
@@ -75,10 +94,34 @@ class Qwen2_5_VLImageOnlyProcessor(_ImageOnly, Qwen2_5_VLProcessor):
     stock = Qwen2_5_VLProcessor
 
 
+class Glm4vImageOnlyProcessor(_ImageOnly, Glm4vProcessor):
+    """GLM-4.1V processor for images only (no torchvision needed)."""
+
+    stock = Glm4vProcessor
+    video_processor_type = "Glm4vVideoProcessor"
+
+
+class InternVLImageOnlyProcessor(_ImageOnly, InternVLProcessor):
+    """InternVL processor for images only (no torchvision needed)."""
+
+    stock = InternVLProcessor
+    video_processor_type = "InternVLVideoProcessor"
+
+
+class LlavaOnevisionImageOnlyProcessor(_ImageOnly, LlavaOnevisionProcessor):
+    """LLaVA-OneVision processor for images only (no torchvision needed)."""
+
+    stock = LlavaOnevisionProcessor
+    video_processor_type = "LlavaOnevisionVideoProcessor"
+
+
 # model_type (config.json) -> the image-only fallback for it.
 IMAGE_ONLY = {
     "qwen2_vl": Qwen2VLImageOnlyProcessor,
     "qwen2_5_vl": Qwen2_5_VLImageOnlyProcessor,
+    "glm4v": Glm4vImageOnlyProcessor,
+    "internvl": InternVLImageOnlyProcessor,
+    "llava_onevision": LlavaOnevisionImageOnlyProcessor,
 }
 
 

@@ -19,7 +19,16 @@ from tokenizers.trainers import BpeTrainer
 from transformers import AutoModelForImageTextToText, GenerationConfig, Qwen2Tokenizer
 
 from mirsafety.models.processors import load_processor
-from mirsafety.models.twins import idefics3, qwen2_5_vl
+from mirsafety.models.twins import (
+    gemma3,
+    glm4v,
+    idefics3,
+    internvl,
+    llava_onevision,
+    mllama,
+    qwen2_5_vl,
+    smolvlm,
+)
 
 __all__ = ["FAMILIES", "build_tiny_model", "load_model", "load_processor", "make_corpus"]
 
@@ -124,16 +133,24 @@ def _token_ids(tokenizer, section: dict) -> dict:
 
 #: architecture (``architecture:`` of a spec entry) -> its family module
 FAMILIES = {
-    "qwen2_5_vl": qwen2_5_vl,
+    "gemma3": gemma3,
+    "glm4v": glm4v,
     "idefics3": idefics3,
+    "internvl": internvl,
+    "llava_onevision": llava_onevision,
+    "mllama": mllama,
+    "qwen2_5_vl": qwen2_5_vl,
+    "smolvlm": smolvlm,
 }
 
 
-def generation_config(ids: dict) -> GenerationConfig:
-    """Greedy by default; stop at the end-of-turn token (and end-of-text where it differs)."""
+def generation_config(ids: dict, stops: list[int]) -> GenerationConfig:
+    """Greedy by default; stop at the end-of-turn token, end-of-text where it differs, and the
+    family's other stop tokens (``STOP_TOKENS``), as the real checkpoint's generation config."""
     eos = [ids["eos_token_id"]]
     if ids["pad_token_id"] != ids["eos_token_id"]:
         eos.append(ids["pad_token_id"])
+    eos += [stop for stop in stops if stop not in eos]
     return GenerationConfig(
         bos_token_id=ids["bos_token_id"], eos_token_id=eos, pad_token_id=ids["pad_token_id"],
         do_sample=False
@@ -163,7 +180,8 @@ def build_tiny_model(name: str, spec: dict, out_dir) -> Path:
     config = family.config(model_spec, tokenizer, ids)
     torch.manual_seed(model_spec["seed"])
     model = family.MODEL_CLASS(config).to(torch.float32).eval()
-    model.generation_config = generation_config(ids)
+    stops = tokenizer.convert_tokens_to_ids(list(getattr(family, "STOP_TOKENS", ())))
+    model.generation_config = generation_config(ids, stops)
     model.save_pretrained(out_dir, safe_serialization=True)
     family.processor(model_spec, tokenizer).save_pretrained(out_dir)
 

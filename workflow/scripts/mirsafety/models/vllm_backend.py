@@ -8,6 +8,24 @@ from mirsafety.models.backend import Backend, Request, Result
 from mirsafety.models.openai_api import build_messages
 
 
+def sampling_params(decoding: dict) -> dict:
+    """The registry's decoding as vLLM's ``SamplingParams`` keywords, every value explicit.
+
+    Greedy is temperature 0; an unset top_p / top_k / repetition penalty is "off" (1.0, -1,
+    1.0), never a checkpoint default.
+    """
+    sample = decoding["do_sample"]
+    return {
+        "temperature": (1.0 if decoding["temperature"] is None else decoding["temperature"])
+        if sample else 0.0,
+        "top_p": (decoding["top_p"] or 1.0) if sample else 1.0,
+        "top_k": (decoding["top_k"] or -1) if sample else -1,
+        "repetition_penalty": decoding["repetition_penalty"] or 1.0,
+        "max_tokens": decoding["max_new_tokens"],
+        "seed": decoding["seed"],
+    }
+
+
 class VLLMBackend(Backend):
     def __init__(self, location: str, *, revision: str | None, model: dict):
         try:
@@ -19,15 +37,14 @@ class VLLMBackend(Backend):
             ) from error
         decoding = model["decoding"]
         self.llm = LLM(model=location, revision=revision, dtype=model["dtype"],
-                       trust_remote_code=model["trust_remote_code"], seed=decoding["seed"],
+                       trust_remote_code=model["trust_remote_code"], seed=decoding["seed"] or 0,
+                       tensor_parallel_size=max(1, model["resources"]["gpus"]),
                        limit_mm_per_prompt={"image": 8})
-        self.params = SamplingParams(
-            temperature=(decoding["temperature"] or 1.0) if decoding["do_sample"] else 0.0,
-            top_p=decoding["top_p"] or 1.0,
-            repetition_penalty=decoding["repetition_penalty"] or 1.0,
-            max_tokens=decoding["max_new_tokens"],
-            seed=decoding["seed"],
-        )
+        self.sampling = sampling_params(decoding)
+        self.params = SamplingParams(**self.sampling)
+
+    def generation_config(self) -> dict:
+        return dict(sorted(self.sampling.items()))
 
     def generate(self, requests: list[Request]) -> list[Result]:
         outputs = self.llm.chat([build_messages(r) for r in requests], self.params)

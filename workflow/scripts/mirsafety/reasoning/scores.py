@@ -249,6 +249,7 @@ def run_reasoning(model_name: str, model: dict, set_dir, out_dir, *, backend=Non
         torch.set_num_threads(threads)
         backend = make_backend(model, capture=EntropyHook(), built=built)
     settings["weights"]["resolved_commit"] = getattr(backend, "commit", None)
+    settings["generation_config"] = backend.generation_config()
     try:
         meta = run_shard([as_instance(i) for i in items], set_dir, backend,
                          model_name=model_name, model=model, settings=settings,

@@ -22,7 +22,8 @@ from mirsafety.core.taxonomy import NO_KIND, SAFE_KINDS
 #: paper/main.tex reads exactly these, and the workflow's render rule declares them.
 FIGURES = ("asr_vs_reasoning", "asr_heatmap", "asr_by_category", "taxonomy_shares",
            "entropy_safe_unsafe", "asr_by_condition")
-TABLES = ("asr_main", "asr_relation", "correlation", "entropy", "conditions", "judge_audit")
+TABLES = ("asr_main", "asr_relation", "correlation", "entropy", "conditions", "judge_audit",
+          "excluded")
 NUMBERS = "numbers"
 
 #: Safe-answer kinds in the order the figures show them, judges without kinds last.

@@ -182,6 +182,7 @@ def collect_numbers(asr, correlation, entropy_comparison, capability, manifest=N
     values["n_models"] = len(models)
     values["n_answers"] = int((models["n_judged"] + models["n_error"]).sum()) if len(models) else 0
     values["n_error"] = int(models["n_error"].sum()) if len(models) else 0
+    values["n_clipped"] = int(models["n_clipped"].sum()) if len(models) else 0
     judged = models.dropna(subset=["asr_pct"])
     if len(judged):
         top, bottom = judged.iloc[0], judged.iloc[-1]

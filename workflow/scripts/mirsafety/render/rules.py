@@ -28,7 +28,8 @@ def render(smk) -> None:
                   by_condition=frames["by_condition"])
     write_tables(Path(smk.output.asr_main).parent, frames["asr"], frames["correlation"],
                  frames["comparison"], judge=judge, paired=frames["paired"],
-                 audit=frames["audit"])
+                 audit=frames["audit"], excluded=smk.params.excluded,
+                 no_entropy=smk.params.no_entropy)
     numbers = collect_numbers(frames["asr"], frames["correlation"], frames["comparison"],
                               frames["capability"], smk.input.manifest,
                               safe_kinds=frames["safe_kinds"], judge=judge, primary=primary)

@@ -131,15 +131,18 @@ def _header_model(name: str, rotate: bool) -> Latex:
 # --- the tables -------------------------------------------------------------------------------
 
 def asr_main_table(asr) -> str:
-    """One row per model: overall ASR (%) with its Wilson 95% interval, unsafe / judged counts
-    and the items excluded as ``error``."""
+    """One row per model: overall ASR (%) with its Wilson 95% interval, unsafe / judged counts,
+    the judged answers the judge clipped to its length limit, and the items excluded as
+    ``error``."""
     asr = read_frame(asr)
-    require(asr, ["level", "model", "asr", "ci_low", "ci_high", "n_unsafe", "n_judged", "n_error"],
-            "asr table")
+    require(asr, ["level", "model", "asr", "ci_low", "ci_high", "n_unsafe", "n_judged", "n_error",
+                  "n_clipped"], "asr table")
     rows = [[r["model"], fmt_pct(r["asr_pct"]), fmt_interval(r["lo_pct"], r["hi_pct"], 1),
-             fmt_int(r["n_unsafe"]), fmt_int(r["n_judged"]), fmt_int(r["n_error"])]
+             fmt_int(r["n_unsafe"]), fmt_int(r["n_judged"]), fmt_int(r["n_clipped"]),
+             fmt_int(r["n_error"])]
             for _, r in model_level(asr).iterrows()]
-    return tabular(["Model", "ASR (%)", "95% CI (%)", "Unsafe", "Judged", "Errors"], rows, "lrcrrr")
+    return tabular(["Model", "ASR (%)", "95% CI (%)", "Unsafe", "Judged", "Clipped", "Errors"],
+                   rows, "lrcrrrr")
 
 
 def asr_relation_table(asr, *, rotate_above: int = 6, compact_above: int = 8) -> str:
@@ -274,8 +277,26 @@ def audit_table(audit) -> str:
     return tabular(["Judge", "n", "Precision", "Recall", "Cohen's kappa"], rows, "lrccc")
 
 
+def _reasons(lead: str, reasons: dict[str, str]) -> str:
+    items = "".join(f"  \\item {latex_escape(name)}: {latex_escape(reason)}\n"
+                    for name, reason in sorted(reasons.items()))
+    return f"{lead}\n\\begin{{itemize}}\n{items}\\end{{itemize}}\n"
+
+
+def excluded_text(excluded: dict[str, str], no_entropy: dict[str, str]) -> str:
+    """The models the study went on without, and those without an entropy pass, each with its
+    reason: an absent model is never silent."""
+    text = HEADER
+    text += (_reasons("These registered models were excluded from this run:", excluded)
+             if excluded else "No registered model was excluded from this run.\n")
+    if no_entropy:
+        text += _reasons("These models have no attention-entropy pass:", no_entropy)
+    return text
+
+
 def write_tables(out_dir, asr, correlation, comparison, *, judge: str | None = None,
-                 paired=None, audit=None) -> dict:
+                 paired=None, audit=None, excluded: dict[str, str] | None = None,
+                 no_entropy: dict[str, str] | None = None) -> dict:
     """Every table into ``out_dir`` under the names in ``TABLE_FILES``; returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -287,6 +308,7 @@ def write_tables(out_dir, asr, correlation, comparison, *, judge: str | None = N
         "entropy": entropy_table(comparison, model_rank=model_order(asr) if len(asr) else None),
         "conditions": conditions_table(paired if paired is not None else pd.DataFrame()),
         "judge_audit": audit_table(audit if audit is not None else pd.DataFrame()),
+        "excluded": excluded_text(excluded or {}, no_entropy or {}),
     }
     paths = {}
     for key, text in texts.items():
