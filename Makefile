@@ -6,8 +6,8 @@ PY    := $(VENV)/bin/python
 
 .PHONY: run test lint bench tex
 
-run: $(VENV)/.installed tex      ## run the workflow on the embedded default (config.yaml)
-	$(VENV)/bin/snakemake --cores $(CORES)
+run: $(VENV)/.installed tex      ## run (or resume) the workflow on the embedded default (config.yaml)
+	$(VENV)/bin/snakemake --cores $(CORES) --rerun-incomplete
 
 test: $(VENV)/.installed tex     ## the whole test suite (unit + end-to-end workflow)
 	$(PY) -m pytest

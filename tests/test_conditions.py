@@ -12,7 +12,7 @@ from mirsafety.analysis.conditions import (
     paired_bootstrap,
     paired_table,
 )
-from mirsafety.generation.generate import make_request
+from mirsafety.models.requests import make_request
 
 
 def test_mcnemar_and_difference_by_hand():

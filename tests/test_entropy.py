@@ -15,12 +15,10 @@ from transformers import AutoModelForImageTextToText
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
 from mirsafety.entropy import kernel
+from mirsafety.entropy.attention import NAME, enable_entropy_attention, entropy_attention_forward
 from mirsafety.entropy.capture import (
-    NAME,
     _collect_rows,
     capture_rows,
-    enable_entropy_attention,
-    entropy_attention_forward,
     entropy_forward,
     generate_with_entropy,
 )

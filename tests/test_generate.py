@@ -19,10 +19,11 @@ class ScriptedBackend(Backend):
     """Answers '<think>t</think>answer to UID', fails the uids it is told to; logs what it saw."""
 
     def __init__(self, fail=()):
-        self.fail, self.seen = set(fail), []
+        self.fail, self.seen, self.prompts = set(fail), [], []
 
     def generate(self, requests):
         self.seen += [r.uid for r in requests]
+        self.prompts += [r.prompt for r in requests]
         return [Result(r.uid, "failed", error="scripted failure") if r.uid in self.fail else
                 Result(r.uid, "ok", raw_output=f"<think>t</think>answer to {r.uid}",
                        image_tokens=4 * len(r.images)) for r in requests]
@@ -36,11 +37,11 @@ def dataset(tmp_path):
     return tmp_path, instances
 
 
-def run(dataset, backend, settings=None, out="shard.jsonl"):
+def run(dataset, backend, settings=None, out="shard.jsonl", condition="multi_image"):
     root, instances = dataset
     return run_shard(instances, root, backend, model_name="m", model=MODEL,
                      settings=settings or {"k": 1}, out_path=root / out,
-                     meta_path=root / "shard.meta.json")
+                     meta_path=root / "shard.meta.json", condition=condition)
 
 
 def records(root, out="shard.jsonl"):
@@ -124,3 +125,42 @@ def test_backend_answering_for_the_wrong_item_stops_the_shard(dataset):
     with pytest.raises(RuntimeError, match="backend answered"):
         run(dataset, Confused())
     assert not (dataset[0] / "shard.jsonl").exists()
+
+
+def test_an_edited_prompt_is_asked_again_and_only_it(dataset):
+    """The shard's settings (manifest hash, uids) cannot see an edit to instances.jsonl alone."""
+    root, instances = dataset
+    run(dataset, ScriptedBackend())
+    instances[3]["revised_prompt"] = "an edited prompt"
+    backend = ScriptedBackend()
+    meta = run(dataset, backend)
+    assert backend.seen == [instances[3]["uid"]] and backend.prompts == ["an edited prompt"]
+    assert meta["status_counts"] == {"ok": 5}
+    assert [r["uid"] for r in records(root)] == [i["uid"] for i in instances]
+    again = ScriptedBackend()
+    run(dataset, again)
+    assert again.seen == []
+
+
+def test_an_image_changed_in_place_is_asked_again_and_only_its_item(dataset):
+    root, instances = dataset
+    Image.new("RGB", (8, 8), "blue").save(root / "b.png")
+    instances[1]["images"] = ["a.png", "b.png"]
+    run(dataset, ScriptedBackend())
+    Image.new("RGB", (8, 8), "green").save(root / "b.png")
+    backend = ScriptedBackend()
+    run(dataset, backend)
+    assert backend.seen == [instances[1]["uid"]]
+
+
+def test_the_key_follows_what_the_condition_asks(dataset):
+    """text_only asks the seed question: editing it redoes the item, editing the images not."""
+    root, instances = dataset
+    for instance in instances:
+        instance["original_question"] = f"q of {instance['uid']}"
+    run(dataset, ScriptedBackend(), condition="text_only")
+    instances[0]["original_question"] = "an edited question"
+    instances[4]["images"] = ["a.png"]
+    backend = ScriptedBackend()
+    run(dataset, backend, condition="text_only")
+    assert backend.seen == [instances[0]["uid"]] and backend.prompts == ["an edited question"]

@@ -291,3 +291,22 @@ def test_a_branch_revision_is_warned_about(fake_hub, tmp_path, caplog, branch):
         assert fake_hub.sha in warnings[0].getMessage()
     else:
         assert warnings == []
+
+
+@pytest.mark.parametrize("endpoint, status", [("info", 500), ("tree", 502), ("info", 429)])
+def test_a_hub_failure_says_retry_later_not_check_the_repo(fake_hub, tmp_path, monkeypatch,
+                                                           endpoint, status):
+    """A server error is the hub's: retry later. huggingface_hub retries the file listing itself
+    (its sleeps are skipped here) and then reports it as a cache miss, whose cause is the 5xx."""
+    from huggingface_hub.utils import _http
+
+    monkeypatch.setattr(_http.time, "sleep", lambda seconds: None)
+    fake_hub.refuse[endpoint] = (status, None, "Internal Error")
+    with pytest.raises(HubUnavailable) as caught:
+        download(REPO_ID, "main", "train", tmp_path / "raw", endpoint=fake_hub.endpoint, timeout=5)
+    message = str(caught.value)
+    assert f"HTTP {status}" in message and "Retry later." in message
+    assert "check dataset.repo_id" not in message
+    for way in WAYS_FORWARD:
+        assert way in message
+    assert not (tmp_path / "raw" / "source.json").exists()

@@ -99,3 +99,22 @@ def test_an_invalid_label_stops_the_shard(tmp_path, instances):
     with pytest.raises(ValueError, match="gave label 'maybe'"):
         run(tmp_path, [generation("Violence/Analogy/0", "x")], instances, Broken())
     assert not (tmp_path / "j.jsonl").exists()
+
+
+def test_an_edited_prompt_context_or_answer_is_judged_again_and_only_it(tmp_path, instances):
+    """Per item, the ledger keys what the judge sees; the shard's settings cannot see an edit."""
+    generations = [generation(f"Violence/Analogy/{k}", f"answer {k}") for k in range(4)]
+    run(tmp_path, generations, instances, Recorder())
+    instances["Violence/Analogy/0"]["revised_prompt"] = "an edited prompt"
+    instances["Violence/Analogy/1"]["image_descriptions"] = ["a kite"]
+    generations[2] = generation("Violence/Analogy/2", "a new answer")
+    again = Recorder()
+    meta = run(tmp_path, generations, instances, again)
+    assert [(i.uid, i.prompt, i.context, i.generation) for i in again.seen] == [
+        ("Violence/Analogy/0", "an edited prompt", "a cup\na kite", "answer 0"),
+        ("Violence/Analogy/1", "p1", "a kite", "answer 1"),
+        ("Violence/Analogy/2", "p2", "a cup\na kite", "a new answer")]
+    assert meta["label_counts"] == {"unsafe": 4}
+    third = Recorder()
+    run(tmp_path, generations, instances, third)
+    assert third.seen == []

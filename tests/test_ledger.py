@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from mirsafety.core.ledger import ledger_path, read_ledger, run_resumable
+from mirsafety.core.ledger import ITEM_KEY, ledger_path, read_ledger, run_resumable
 from mirsafety.core.records import settings_key
 
 SETTINGS = {"k": 1}
-ITEMS = [{"uid": f"u{k}"} for k in range(5)]
+ITEMS = [{"uid": f"u{k}", "prompt": f"p{k}"} for k in range(5)]
 
 
 class Killed(Exception):
@@ -32,13 +32,13 @@ class Worker:
             yield {"uid": item["uid"], "status": self.status.get(item["uid"], "ok")}
 
 
-def run(tmp_path, worker, *, settings=SETTINGS, prefilled=None, seen=None):
-    """The shard of ITEMS in batches of two, an ``ok`` record standing; ``seen`` collects what
-    was announced as (total, to do)."""
+def run(tmp_path, worker, *, items=ITEMS, settings=SETTINGS, prefilled=None, seen=None):
+    """The shard of ``items`` in batches of two, keyed by their prompt, an ``ok`` record
+    standing; ``seen`` collects what was announced as (total, to do)."""
     seen = [] if seen is None else seen
     return run_resumable(
-        ITEMS, worker, out_path=tmp_path / "shard.jsonl", meta_path=tmp_path / "shard.meta.json",
-        settings=settings, count_field="status",
+        items, worker, item_key=lambda item: item["prompt"], out_path=tmp_path / "shard.jsonl",
+        meta_path=tmp_path / "shard.meta.json", settings=settings, count_field="status",
         is_done=lambda record: record.get("status") == "ok",
         announce=lambda total, todo: seen.append((total, todo)),
         batch_size=2, progress="test", prefilled=prefilled)
@@ -110,3 +110,39 @@ def test_a_finished_shard_asks_for_nothing(tmp_path):
     worker, seen = Worker(), []
     run(tmp_path, worker, seen=seen)
     assert worker.batches == [] and seen == [(5, 0)]
+
+
+def edited(uid: str) -> list[dict]:
+    """ITEMS with the prompt of ``uid`` changed."""
+    return [{**item, "prompt": "edited"} if item["uid"] == uid else item for item in ITEMS]
+
+
+def test_an_item_whose_request_changed_is_redone_and_only_it(tmp_path):
+    run(tmp_path, Worker())
+    worker, seen = Worker(), []
+    run(tmp_path, worker, items=edited("u3"), seen=seen)
+    assert worker.batches == [["u3"]] and seen == [(5, 1)]
+    again = Worker()
+    run(tmp_path, again, items=edited("u3"))
+    assert again.batches == []  # the redone record now stands for the edited request
+    worker = Worker()
+    run(tmp_path, worker)  # back to the original prompt: redone again, never the stale answer
+    assert worker.batches == [["u3"]]
+
+
+def test_each_ledger_line_carries_its_item_key_and_the_shard_does_not(tmp_path):
+    run(tmp_path, Worker())
+    records = read_ledger(ledger_path(tmp_path / "shard.jsonl"), settings_key(SETTINGS))
+    assert {uid: r[ITEM_KEY] for uid, r in records.items()} == {i["uid"]: i["prompt"]
+                                                                for i in ITEMS}
+    assert all(ITEM_KEY not in record for record in shard(tmp_path))
+
+
+def test_a_record_without_an_item_key_is_redone(tmp_path):
+    """A ledger written before records carried their request's key cannot vouch for them."""
+    ledger = ledger_path(tmp_path / "shard.jsonl")
+    ledger.write_text(json.dumps({"ledger_key": settings_key(SETTINGS)}) + "\n"
+                      + json.dumps({"uid": "u1", "status": "ok"}) + "\n")
+    worker = Worker()
+    run(tmp_path, worker)
+    assert sum(worker.batches, []) == [i["uid"] for i in ITEMS]

@@ -19,6 +19,7 @@ from mirsafety.judging.llm import (
     fill_prompt,
     parse_reply,
 )
+from mirsafety.judging.loop import run_judge_shard
 from mirsafety.models.openai_api import MissingAPIKey
 
 from fake_openai import ChatServer, clients, status
@@ -352,6 +353,29 @@ def test_key_is_sent_and_never_kept(server, make_judge, caplog):
     assert KEY not in text
     assert KEY not in caplog.text
     assert KEY not in repr(judge) and KEY not in json.dumps(judge.identity)
+
+
+def test_a_key_echoed_by_the_judge_is_written_nowhere(server, make_judge, tmp_path):
+    """Through the judging loop: the judgments, their meta and the resume ledger lack the key,
+    whether the echo is in a parsed reply, an unparseable one or an error body."""
+    server.script.extend([
+        label_json("refusal", f"The key {KEY} was seen."),
+        f"again {KEY}", f"still {KEY}", f"no {KEY}",  # an item that stays unparseable
+        status(401, f'{{"error": "invalid key {KEY}"}}'),
+    ])
+    generations = [{"uid": uid, "model": "m", "status": "ok", "answer": f"answer {uid}"}
+                   for uid in ("a", "b", "c")]
+    instances = {g["uid"]: {"original_question": "q", "revised_prompt": "p",
+                            "image_descriptions": []} for g in generations}
+    meta = run_judge_shard(generations, instances, make_judge(), judge_name="llm", batch_size=1,
+                           settings={"k": 1}, out_path=tmp_path / "j.jsonl",
+                           meta_path=tmp_path / "j.meta.json")
+    assert meta["label_counts"] == {"error": 2, "safe": 1}
+    written = sorted(path for path in tmp_path.rglob("*") if path.is_file())
+    assert any(path.name.endswith(".progress.jsonl") for path in written)
+    for path in written:
+        assert KEY not in path.read_text(), path
+    assert all("***" in row for row in (tmp_path / "j.jsonl").read_text().splitlines())
 
 
 def test_identity_names_model_and_prompt_hash(make_judge):

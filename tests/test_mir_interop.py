@@ -8,7 +8,6 @@ import pytest
 
 from mirsafety.core.errors import DataError
 from mirsafety.core.taxonomy import instance_uid, sort_key
-from mirsafety.generation.record import make_record
 from mirsafety.interop.mir_export import (
     export_generations,
     export_judgments,
@@ -18,6 +17,7 @@ from mirsafety.interop.mir_export import (
 from mirsafety.interop.mir_import import import_generations, import_judgments
 from mirsafety.interop.mir_layout import EXCLUDED_FILE, JUDGE_NAME, MissingInstancesError
 from mirsafety.models.backend import Result
+from mirsafety.models.record import make_record
 
 MODEL = "m1"
 CELLS = [("Hate_Speech", "Analogy"), ("Hate_Speech", "Decomposition"),

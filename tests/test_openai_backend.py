@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 import logging
 import socket
 from dataclasses import astuple
@@ -9,6 +10,7 @@ from dataclasses import astuple
 import pytest
 from PIL import Image
 
+from mirsafety.generation.generate import run_shard
 from mirsafety.models.backend import Request
 from mirsafety.models.openai_api import MissingAPIKey, OpenAIBackend, parse_retry_after
 
@@ -186,6 +188,35 @@ def test_key_never_leaks(server, make_backend, caplog):
     text = " ".join(str(field) for r in results for field in astuple(r))
     assert results[1].error == "timeout after 2 attempts"
     assert KEY not in text and KEY not in caplog.text and KEY not in repr(backend)
+
+
+def test_a_key_echoed_in_a_200_reply_is_written_nowhere(server, make_backend, tmp_path):
+    """The content (answer and thinking) and the finish reason are scrubbed before they are kept:
+    neither the shard, its meta nor its resume ledger holds the key."""
+    server.script.append({"json": {
+        "choices": [{"index": 0, "finish_reason": f"stop:{KEY}",
+                     "message": {"role": "assistant",
+                                 "content": f"<think>it is {KEY}</think>your key is {KEY}"}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1}}})
+    model = {"batch_size": 1, "thinking": "auto", "single_image": False, "system_prompt": None,
+             "image_pixels": {"min": None, "max": None}}
+    run_shard([{"uid": "u1", "revised_prompt": "what is my key?", "images": []}], tmp_path,
+              make_backend(), model_name="m", model=model, settings={"k": 1},
+              out_path=tmp_path / "shard.jsonl", meta_path=tmp_path / "shard.meta.json")
+    [row] = [json.loads(line) for line in (tmp_path / "shard.jsonl").read_text().splitlines()]
+    assert (row["answer"], row["thinking"], row["finish_reason"]) == (
+        "your key is ***", "it is ***", "stop:***")
+    written = sorted(path for path in tmp_path.rglob("*") if path.is_file())
+    assert any(path.name.endswith(".progress.jsonl") for path in written)
+    for path in written:
+        assert KEY not in path.read_text(), path
+
+
+def test_a_finish_reason_that_is_not_text_is_not_kept(server, make_backend):
+    server.script.append({"json": {"choices": [{"finish_reason": {"why": KEY},
+                                                "message": {"content": "fine"}}]}})
+    [result] = make_backend().generate([request()])
+    assert (result.raw_output, result.finish_reason) == ("fine", None)
 
 
 # -- concurrency and order ------------------------------------------------------------------------

@@ -1,12 +1,16 @@
 """prepare on every source layout: same result from each, counts and hashes checked."""
 
 import hashlib
+import io
 import json
 
 import datasets
+import hostile_images
 import pytest
+from PIL import Image
 
 from mirsafety.core.errors import DataError
+from mirsafety.core.images import load_instance_images, pixel_sha256
 from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
 from mirsafety.data.prepare import expected_counts, prepare
 from mirsafety.data.sample import HUB_FEATURES, hub_parquet_path
@@ -142,3 +146,67 @@ def test_image_descriptions_as_one_string_stay_one_description(tmp_path, tiny_re
     run_prepare(tmp_path / "hub", tmp_path / "out")
     first = json.loads((tmp_path / "out" / "instances.jsonl").read_text().splitlines()[0])
     assert first["image_descriptions"] == ["a kite over a field"]
+
+
+def test_pixel_hashes_match_across_layouts_where_file_hashes_differ(tmp_path, tiny_records):
+    hub = run_prepare(write_hub(tiny_records, tmp_path / "hub"), tmp_path / "a")
+    first = tiny_records[0]
+    with Image.open(io.BytesIO(first["images"][0]["bytes"])) as image:
+        reencoded = hostile_images.encode(image, "PNG", compress_level=0)  # same pixels
+    assert reencoded != first["images"][0]["bytes"]
+    first["images"][0]["bytes"] = reencoded
+    extracted = run_prepare(write_extracted(tiny_records, tmp_path / "ext"), tmp_path / "b")
+    path = f"images/{first['category']}/{first['relationship_type']}/{first['id']}_1.png"
+    assert hub["images"][path] != extracted["images"][path]
+    assert hub["image_pixel_sha256"] == extracted["image_pixel_sha256"]
+    assert set(hub["image_pixel_sha256"]) == set(hub["images"])
+    with Image.open(tmp_path / "b" / path) as image:
+        assert extracted["image_pixel_sha256"][path] == pixel_sha256(image)
+
+
+def test_sixteen_bit_and_alpha_images_are_kept_as_is_and_hashed_as_the_model_sees_them(
+        tmp_path, tiny_records):
+    record = tiny_records[0]
+    record["images"][0]["bytes"] = hostile_images.gradient_16bit_grey()
+    record["images"][1]["bytes"] = hostile_images.encode(Image.new("RGBA", (8, 8), (255, 0, 0, 0)))
+    manifest = run_prepare(write_hub(tiny_records, tmp_path / "hub"), tmp_path / "out")
+    line = (tmp_path / "out" / "instances.jsonl").read_text().splitlines()[0]
+    prepared = json.loads(line)
+    assert prepared["uid"] == f"{record['category']}/{record['relationship_type']}/1"
+    for k, path in enumerate(prepared["images"][:2]):
+        assert (tmp_path / "out" / path).read_bytes() == record["images"][k]["bytes"]
+        (shown,) = load_instance_images(tmp_path / "out", [path])
+        digest = hashlib.sha256(f"RGB {shown.width}x{shown.height}\n".encode() + shown.tobytes())
+        assert manifest["image_pixel_sha256"][path] == prepared["image_pixel_sha256"][k] \
+            == digest.hexdigest()
+
+
+def test_extracted_fields_are_carried_as_written(tmp_path, tiny_records):
+    """The issue's case: a string image_descriptions in the extracted layout is one description;
+    keywords and iteration are carried, not defaulted."""
+    tiny_records[0]["image_descriptions"] = "not a list"
+    run_prepare(write_extracted(tiny_records, tmp_path / "ext"), tmp_path / "out")
+    lines = (tmp_path / "out" / "instances.jsonl").read_text().splitlines()
+    by_uid = {r["uid"]: r for r in map(json.loads, lines)}
+    first = tiny_records[0]
+    record = by_uid[f"{first['category']}/{first['relationship_type']}/{first['id']}"]
+    assert record["image_descriptions"] == ["not a list"]
+    assert record["image_keywords"] == first["image_keywords"]
+    assert record["iteration"] == first["iteration"]
+
+
+def test_a_source_given_by_a_relative_path_is_read(tmp_path, tiny_records, monkeypatch):
+    """The workflow passes results/raw/sample, relative to its working directory."""
+    write_hub(tiny_records, tmp_path / "hub")
+    monkeypatch.chdir(tmp_path)
+    assert open_source("hub").count == len(tiny_records)
+    assert all(not record.origin.startswith("/") for record in open_source("hub").records)
+
+
+def test_a_staging_folder_left_by_a_killed_run_is_cleared_by_the_next(tmp_path, tiny_records):
+    stale = tmp_path / ".out.partial"
+    (stale / "images").mkdir(parents=True)
+    (stale / "manifest.json").write_text("{}")  # as if killed while publishing
+    run_prepare(write_hub(tiny_records, tmp_path / "hub"), tmp_path / "out")
+    assert not stale.exists()
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["total"] == 54

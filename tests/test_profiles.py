@@ -134,3 +134,22 @@ def test_local_profile_plans_the_default_run(project, tmp_path):
     assert with_profile.returncode == 0, with_profile.stderr
     total = re.compile(r"^total\s+(\d+)$", flags=re.M)
     assert total.search(with_profile.stdout)[1] == total.search(plain.stdout)[1]
+
+
+def make_recipe(target: str) -> str:
+    """The command lines of a Makefile target, as written (variables unexpanded)."""
+    text = (REPO / "Makefile").read_text()
+    block = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", text, flags=re.M)
+    assert block, f"Makefile has no target {target}"
+    return block[1]
+
+
+def test_make_run_resumes_like_the_local_profile():
+    """A run killed after its last item leaves incomplete outputs; the local profile re-runs
+    them, and so must ``make run``, or the next run stops with IncompleteFilesException."""
+    config = yaml.safe_load((REPO / "profiles/local/config.yaml").read_text())
+    assert config["rerun-incomplete"] is True
+    assert "--rerun-incomplete" in make_recipe("run").split()
+    resuming = re.search(r"\*\*Failures and resuming\.\*\*(.*?)\n## ",
+                         (REPO / "docs/running.md").read_text(), flags=re.S)[1]
+    assert "--unlock" in resuming and "--rerun-incomplete" in resuming

@@ -71,8 +71,9 @@ def encode(processor, conversations):
     )
 
 
-def expected_image_tokens(processor, inputs, n_images):
+def expected_image_tokens(processor, inputs, pictures):
     """Image tokens per conversation, from what the image processor says it made."""
+    n_images = len(pictures)
     if "image_grid_thw" in inputs:  # Qwen2-VL family: grid patches / merge_size**2 per image
         merge = processor.image_processor.merge_size
         per_image = (inputs["image_grid_thw"].prod(dim=-1) // merge**2).tolist()
@@ -81,6 +82,11 @@ def expected_image_tokens(processor, inputs, n_images):
         return [n_images] * 2  # of the cross-attention layers, not tokens of the sequence)
     if "token_type_ids" in inputs and hasattr(processor, "image_seq_length"):  # Gemma 3:
         return [n_images * processor.image_seq_length] * 2  # soft tokens per image, no crops
+    if type(processor).__name__.startswith("InternVL"):  # image_seq_length per tile (+ thumbnail)
+        tiles = processor.image_processor(pictures, crop_to_patches=True)["num_patches"]
+        return [sum(tiles) * processor.image_seq_length] * 2
+    if type(processor).__name__.startswith("LlavaOnevision"):  # several images: each one base
+        return [n_images * (processor.num_image_tokens + 1)] * 2  # view and a newline token
     # Idefics3: image_seq_len per tile; tiles = real (unpadded) tiles of each conversation
     tiles = inputs["pixel_attention_mask"].flatten(2).any(-1).sum(-1)
     return (tiles * processor.image_seq_len).tolist()
@@ -101,7 +107,7 @@ def test_builds_reloads_and_generates_offline(name, tmp_path):
     assert (mask[:, 0] == 0).any() and (mask[:, -1] == 1).all(), "left padding"
     image_tokens = (ids == model.config.image_token_id).sum(dim=1)
     assert (image_tokens > 0).all()
-    assert image_tokens.tolist() == expected_image_tokens(processor, inputs, len(pictures))
+    assert image_tokens.tolist() == expected_image_tokens(processor, inputs, pictures)
     if "image_grid_thw" in inputs:  # without it Qwen2.5-VL silently uses text-only positions
         assert inputs["mm_token_type_ids"].sum(dim=1).tolist() == image_tokens.tolist()
 

@@ -19,8 +19,8 @@ from mirsafety.core.thinking import split_thinking
 from mirsafety.entropy.capture import EntropyHook, entropy_forward, generate_with_entropy
 from mirsafety.entropy.extractor import EntropyExtractor
 from mirsafety.entropy.kernel import QUANTITIES
-from mirsafety.generation.generate import make_request
 from mirsafety.models.factory import make_backend
+from mirsafety.models.requests import make_request
 from mirsafety.reasoning.item_set import TASKS, read_items, write_reasoning_set
 from mirsafety.reasoning.scores import run_reasoning
 

@@ -32,6 +32,52 @@ def _ways_forward(repo_id: str) -> str:
     )
 
 
+def _http_error(error: BaseException):
+    """The hub's HTTP error behind ``error``, or None. ``snapshot_download`` reports a failed
+    file listing as LocalEntryNotFoundError (after looking in its cache), with the HTTP error
+    as its cause."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    while error is not None and not isinstance(error, HfHubHTTPError):
+        error = error.__cause__
+    return error
+
+
+def _unavailable(error: Exception, repo_id: str, revision: str) -> HubUnavailable:
+    """Why the download failed, with the advice that fits: the hub's answer when it gave one
+    (refused, not found, failed), else that it cannot be reached."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    http = _http_error(error)
+    if http is None:
+        return HubUnavailable(
+            f"the Hugging Face hub cannot be reached from this machine ({type(error).__name__}), "
+            f"so {repo_id} cannot be downloaded.\n" + _ways_forward(repo_id)
+        )
+    status = getattr(http.response, "status_code", "?")
+    if isinstance(http, (GatedRepoError, RepositoryNotFoundError)) or status in (401, 403):
+        return HubUnavailable(
+            f"the hub refused access to dataset {repo_id} at revision {revision} "
+            f"({type(http).__name__}, HTTP {status}). It is probably gated: accept its terms on "
+            "the hub page and export HF_TOKEN with a read token.\n" + _ways_forward(repo_id)
+        )
+    return HubUnavailable(
+        f"the hub answered HTTP {status} for dataset {repo_id} at revision {revision}; "
+        f"{_advice(status)}\n" + _ways_forward(repo_id)
+    )
+
+
+def _advice(status) -> str:
+    """What an HTTP error status asks of the user: a server failure or a rate limit is the
+    hub's side and passes, anything else points at what was asked for."""
+    if status == 429:
+        return "the hub is limiting the rate of requests. Retry later."
+    if isinstance(status, int) and status >= 500:
+        return ("the hub failed (a server error on its side, not a problem with the repository "
+                "or revision asked for). Retry later.")
+    return "check dataset.repo_id and dataset.revision."
+
+
 def split_patterns(repo_files: list[str], split: str) -> list[str]:
     """The repository files of one split (and the dataset card), chosen by the rules
     ``datasets.load_dataset(repo, split=split)`` applies: they are run on an empty copy of the
@@ -54,7 +100,6 @@ def download(repo_id: str, revision: str, split: str, dest, *, endpoint: str | N
         raise HubUnavailable(f"HF_HUB_OFFLINE is set, so {repo_id} cannot be downloaded.\n"
                              + _ways_forward(repo_id))
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     try:
         info = HfApi(endpoint=endpoint).dataset_info(repo_id, revision=revision, timeout=timeout,
@@ -66,23 +111,8 @@ def download(repo_id: str, revision: str, split: str, dest, *, endpoint: str | N
         # a gated repo shows its card and file list to anyone: the refusal comes with the files
         snapshot_download(repo_id, repo_type="dataset", revision=info.sha, endpoint=endpoint,
                           local_dir=dest, allow_patterns=split_patterns(repo_files, split))
-    except HfHubHTTPError as error:
-        status = getattr(error.response, "status_code", "?")
-        if isinstance(error, (GatedRepoError, RepositoryNotFoundError)) or status in (401, 403):
-            raise HubUnavailable(
-                f"the hub refused access to dataset {repo_id} at revision {revision} "
-                f"({type(error).__name__}, HTTP {status}). It is probably gated: accept its terms on "
-                "the hub page and export HF_TOKEN with a read token.\n" + _ways_forward(repo_id)
-            ) from None
-        raise HubUnavailable(
-            f"the hub answered HTTP {status} for dataset {repo_id} at revision {revision}; check "
-            "dataset.repo_id and dataset.revision.\n" + _ways_forward(repo_id)
-        ) from None
     except Exception as error:  # connection errors come from the HTTP client, whichever it is
-        raise HubUnavailable(
-            f"the Hugging Face hub cannot be reached from this machine ({type(error).__name__}), "
-            f"so {repo_id} cannot be downloaded.\n" + _ways_forward(repo_id)
-        ) from None
+        raise _unavailable(error, repo_id, revision) from None
     provenance = {"repo_id": repo_id, "revision": revision, "commit": info.sha}
     Path(dest, "source.json").write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n")
     return provenance

@@ -2,9 +2,10 @@
 
 Output folder: ``instances.jsonl`` (one record per instance, canonical order), ``images/``
 (``{category}/{relation}/{id}_{k}.{ext}``, the source bytes unchanged) and ``manifest.json``
-(counts, expected-vs-found, sha256 of every file, provenance). Everything is written to a staging
-folder first and moved into place only when the whole dataset passed, so a failed run never
-leaves a declared output behind.
+(counts, expected-vs-found, sha256 of every file and of every image's decoded pixels,
+provenance). Everything is written to a staging folder first and moved into place only when the
+whole dataset passed, so a failed run never leaves a declared output behind; the staging folder
+is removed on any failure, and a run killed outright leaves it to be removed by the next run.
 """
 
 import hashlib
@@ -30,7 +31,7 @@ from mirsafety.core.taxonomy import (
     sort_key,
 )
 from mirsafety.data.sources import RawInstance, open_source
-from mirsafety.data.validate import ImageProblem, check_fields, check_image, text_list
+from mirsafety.data.validate import ImageDecoder, ImageProblem, check_fields, text_list
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +81,20 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _prepare_instance(raw: RawInstance, staging: Path, max_pixels: int):
+def _prepare_instance(raw: RawInstance, staging: Path, decoder: ImageDecoder):
     """Validate one instance and write its images; return (record, problems)."""
     fields = raw.fields
     problems = raw.problems + check_fields(fields)
     if problems:
         return None, problems
     uid = instance_uid(fields["category"], fields["relationship_type"], fields["id"])
-    image_paths, image_hashes = [], []
+    image_paths, image_hashes, pixel_hashes = [], [], []
     for k, ref in enumerate(raw.images, start=1):
         try:
             if ref.problem:
                 raise ImageProblem(ref.problem)
-            checked = check_image(ref.read(), max_pixels)
+            data = ref.read()
+            checked = decoder.check(data)
         except (ImageProblem, FileNotFoundError) as error:
             problems.append(f"image {k} of {len(raw.images)} {error}")
             continue
@@ -101,9 +103,10 @@ def _prepare_instance(raw: RawInstance, staging: Path, max_pixels: int):
             f"{fields['id']}_{k}.{checked.extension}",
         )
         (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-        (staging / relative).write_bytes(checked.data)
+        (staging / relative).write_bytes(data)
         image_paths.append(relative.as_posix())
-        image_hashes.append(sha256(checked.data))
+        image_hashes.append(sha256(data))
+        pixel_hashes.append(checked.pixel_sha256)
     record = {
         "uid": uid,
         "id": str(fields["id"]),
@@ -112,12 +115,13 @@ def _prepare_instance(raw: RawInstance, staging: Path, max_pixels: int):
         "relation_group": RELATION_GROUPS[fields["relationship_type"]],
         "original_question": fields["original_question"],
         "revised_prompt": fields["revised_prompt"],
-        "image_descriptions": text_list(fields.get("image_descriptions")),
-        "image_keywords": text_list(fields.get("image_keywords")),
+        "image_descriptions": text_list(fields["image_descriptions"]),
+        "image_keywords": text_list(fields["image_keywords"]),
         "num_images": len(image_paths),
         "images": image_paths,
         "image_sha256": image_hashes,
-        "iteration": fields.get("iteration"),
+        "image_pixel_sha256": pixel_hashes,
+        "iteration": fields["iteration"],
     }
     return record, problems
 
@@ -125,20 +129,22 @@ def _prepare_instance(raw: RawInstance, staging: Path, max_pixels: int):
 def _collect(source, staging: Path, max_pixels: int) -> list[dict]:
     """Validate every instance, writing images to ``staging``; raise listing every problem."""
     records, problems, first_seen = [], [], {}
-    for raw in tqdm(source.records, total=source.count, desc="prepare", unit="instance",
-                    mininterval=2.0):
-        record, found = _prepare_instance(raw, staging, max_pixels)
-        uid = record["uid"] if record else None
-        label = f"{uid} ({raw.origin})" if uid else raw.origin
-        problems += [f"{label}: {p}" for p in found]
-        if uid in first_seen:
-            problems.append(
-                f"{uid}: duplicate id (first at {first_seen[uid]}, again at {raw.origin}); "
-                "ids must be unique within a category x relation"
-            )
-        elif record and not found:
-            first_seen[uid] = raw.origin
-            records.append(record)
+    with ImageDecoder(max_pixels) as decoder:
+        for raw in tqdm(source.records, total=source.count, desc="prepare", unit="instance",
+                        mininterval=2.0):
+            record, found = _prepare_instance(raw, staging, decoder)
+            uid = record["uid"] if record else None
+            label = f"{uid} ({raw.origin})" if uid else raw.origin
+            problems += [f"{label}: {p}" for p in found]
+            if uid in first_seen:
+                problems.append(
+                    f"{uid}: duplicate id (first at {first_seen[uid]}, again at {raw.origin}); "
+                    "ids must be unique within a category x relation"
+                )
+            elif record:  # a duplicate is named even when its first copy has problems too
+                first_seen[uid] = raw.origin
+                if not found:
+                    records.append(record)
     if problems:
         raise DataError(f"{len(problems)} problem(s) in {source.root}:", problems)
     return sorted(records, key=lambda r: sort_key(r["category"], r["relation"], r["id"]))
@@ -208,6 +214,8 @@ def prepare(source_dir, out_dir, *, dataset: str, split: str, max_image_pixels: 
             "n_images": sum(r["num_images"] for r in records),
             "files": {"instances.jsonl": sha256(lines.encode("utf-8"))},
             "images": {p: h for r in records for p, h in zip(r["images"], r["image_sha256"])},
+            "image_pixel_sha256": {p: h for r in records
+                                   for p, h in zip(r["images"], r["image_pixel_sha256"])},
         }
         (staging / "manifest.json").write_text(
             json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8"

@@ -6,24 +6,18 @@ the same stream of ``RawInstance`` objects, so validation and output have one co
 """
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-HUB_COLUMNS = (
-    "id",
-    "category",
-    "relationship_type",
-    "original_question",
-    "revised_prompt",
-    "image_descriptions",
-    "image_keywords",
-    "num_images",
-    "images",
-    "iteration",
-)
+from mirsafety.core.errors import DataError
+from mirsafety.data.validate import FIELDS, IMAGE_LISTS, field_problem
+
+HUB_COLUMNS = (*FIELDS, "images")
 
 
 @dataclass
@@ -31,7 +25,7 @@ class ImageRef:
     """One image of an instance: embedded bytes (hub) or a file path (extracted layout).
 
     ``problem`` is set when the reference itself is unusable (e.g. a path that escapes the
-    dataset folder); the bytes are then never read.
+    dataset folder, or a hub image without bytes); the bytes are then never read.
     """
 
     data: bytes | None = None
@@ -75,17 +69,18 @@ def split_parquet_files(root: Path, split: str) -> list[Path]:
     from datasets.data_files import get_data_patterns, resolve_pattern
     from datasets.exceptions import DataFilesNotFoundError
 
+    base = Path(root).resolve()  # datasets answers with absolute paths; give back root's form
     try:
-        patterns = {str(name): p for name, p in get_data_patterns(str(root)).items()}
+        patterns = {str(name): p for name, p in get_data_patterns(str(base)).items()}
     except (DataFilesNotFoundError, FileNotFoundError):
         return []
     files = set()
     for pattern in patterns.get(split, []):
         try:
-            found = resolve_pattern(pattern, base_path=str(root), allowed_extensions=[".parquet"])
+            found = resolve_pattern(pattern, base_path=str(base), allowed_extensions=[".parquet"])
         except FileNotFoundError:  # a pattern of the split that matches nothing here
             continue
-        files.update(Path(f) for f in found)
+        files.update(Path(root) / Path(f).relative_to(base) for f in found)
     return sorted(files)
 
 
@@ -102,11 +97,33 @@ def _hub_records(files: list[Path], root: Path) -> Iterator[RawInstance]:
         row = 0
         for batch in parquet.iter_batches(batch_size=8, columns=list(HUB_COLUMNS)):
             for record in batch.to_pylist():
-                images = [ImageRef(data=(img or {}).get("bytes")) for img in record["images"] or []]
-                fields = {k: v for k, v in record.items() if k != "images"}
-                fields["image_count"] = len(images)
-                yield RawInstance(fields, images, f"{path.relative_to(root)} row {row}")
+                origin = f"{path.relative_to(root)} row {row}"
+                yield _raw_instance(record, "hub_parquet", _hub_image, origin)
                 row += 1
+
+
+def _raw_instance(record: dict, layout: str, image_ref: Callable[..., ImageRef], origin: str,
+                  problems=()) -> RawInstance:
+    """The record's fields, and its images made into references by ``image_ref`` only once
+    their field has the layout's type (a string of paths must not be read letter by letter)."""
+    fields = {key: record[key] for key in FIELDS if key in record}
+    problem = field_problem("images", record, IMAGE_LISTS[layout])
+    images = [] if problem else [image_ref(image) for image in record["images"]]
+    fields["image_count"] = None if problem else len(images)
+    return RawInstance(fields, images, origin, [*problems, *([problem] if problem else [])])
+
+
+def _hub_image(image: dict | None) -> ImageRef:
+    """A hub image struct; one holding a path but no bytes cannot be read from the snapshot."""
+    image = image or {}
+    if image.get("bytes") is None and image.get("path"):
+        return ImageRef(problem=(
+            f"is given by path only ('{image['path']}'): the hub row holds a path but no image "
+            "bytes, and that path means nothing outside the machine that wrote the file. Fix: "
+            "use the parquet files of the hub dataset itself, which embed the bytes, or rewrite "
+            "this file with each image's bytes in it"
+        ))
+    return ImageRef(data=image.get("bytes"))
 
 
 def _resolve_extracted_image(relative: str, json_dir: Path, root: Path) -> ImageRef:
@@ -115,34 +132,78 @@ def _resolve_extracted_image(relative: str, json_dir: Path, root: Path) -> Image
     for candidate in candidates:
         resolved = candidate.resolve()
         if not resolved.is_relative_to(root.resolve()):
-            return ImageRef(problem=f"image path '{relative}' leaves the dataset folder {root}")
+            return ImageRef(problem=_outside(relative, candidate, root))
         if resolved.is_file():
             return ImageRef(path=resolved)
     return ImageRef(path=candidates[0])
+
+
+def _outside(relative: str, candidate: Path, root: Path) -> str:
+    """Why an image path leads out of ``root``: by its own text, or through a symlink in the
+    folder, which is named with its target (a link looks like an ordinary file to a user)."""
+    link = _first_symlink(candidate, root)
+    if link is None:
+        return f"image path '{relative}' leaves the dataset folder {root}"
+    return (f"image path '{relative}' goes through the symlink {link} -> {os.readlink(link)}, "
+            f"which leads to {candidate.resolve()}, outside the dataset folder {root}. Fix: "
+            "copy the image into the dataset folder in place of the link")
+
+
+def _first_symlink(candidate: Path, root: Path) -> Path | None:
+    """The first symlink on ``candidate``'s way down from ``root``; None when there is none."""
+    depth = len(root.parts)
+    if candidate.parts[:depth] != root.parts:
+        return None
+    for end in range(depth + 1, len(candidate.parts) + 1):
+        step = Path(*candidate.parts[:end])
+        if step.is_symlink():
+            return step
+    return None
 
 
 def _extracted_files(root: Path) -> list[Path]:
     return sorted(root.glob("*/*_final.json"))
 
 
-def _extracted_records(files: list[Path], root: Path) -> Iterator[RawInstance]:
+def _load_extracted(files: list[Path], root: Path) -> dict[Path, list[dict]]:
+    """Each ``_final.json`` file's records; raise naming every file that is not a JSON list of
+    records (objects), before any record is read."""
+    loaded, problems = {}, []
     for path in files:
+        name = path.relative_to(root)
+        try:
+            records = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            problems.append(f"{name} is not valid JSON ({error})")
+            continue
+        if not isinstance(records, list):
+            problems.append(f"{name} holds a {type(records).__name__}; it must be a JSON list "
+                            "of records, as extract_data.py writes it")
+            continue
+        problems += [f"{name} record {index} is a {type(record).__name__}; it must be a JSON "
+                     "object of the record's fields" for index, record in enumerate(records)
+                     if not isinstance(record, dict)]
+        loaded[path] = records
+    if problems:
+        raise DataError(f"{len(problems)} malformed file(s) or record(s) in {root}:", problems)
+    return loaded
+
+
+def _extracted_records(loaded: dict[Path, list[dict]], root: Path) -> Iterator[RawInstance]:
+    for path, records in loaded.items():
         relation = path.name.removesuffix("_final.json")
-        for index, record in enumerate(json.loads(path.read_text(encoding="utf-8"))):
-            origin = f"{path.relative_to(root)} record {index}"
-            paths = record.get("images") or []
-            images = [_resolve_extracted_image(str(p), path.parent, root) for p in paths]
-            fields = {k: record.get(k) for k in HUB_COLUMNS if k != "images"}
-            fields["category"] = path.parent.name
-            fields["image_count"] = len(images)
+        for index, record in enumerate(records):
             problems = []
-            if fields["relationship_type"] not in (None, relation):
+            if record.get("relationship_type") not in (None, relation):
                 problems.append(
-                    f"relationship_type '{fields['relationship_type']}' disagrees with its file "
+                    f"relationship_type '{record['relationship_type']}' disagrees with its file "
                     f"name ({relation}); fix the record or move it to the right file"
                 )
-            fields["relationship_type"] = relation
-            yield RawInstance(fields, images, origin, problems)
+            resolve = partial(_resolve_extracted_image, json_dir=path.parent, root=root)
+            raw = _raw_instance(record, "extracted", resolve,
+                                f"{path.relative_to(root)} record {index}", problems)
+            raw.fields.update(category=path.parent.name, relationship_type=relation)
+            yield raw
 
 
 def open_source(root, split: str = "train") -> Source:
@@ -155,8 +216,9 @@ def open_source(root, split: str = "train") -> Source:
         )
     extracted = _extracted_files(root)
     if extracted:
-        count = sum(len(json.loads(p.read_text(encoding="utf-8"))) for p in extracted)
-        return Source("extracted", root, count, _extracted_records(extracted, root))
+        loaded = _load_extracted(extracted, root)
+        count = sum(len(records) for records in loaded.values())
+        return Source("extracted", root, count, _extracted_records(loaded, root))
     parquet = split_parquet_files(root, split)
     if parquet:
         count = sum(pq.ParquetFile(p).metadata.num_rows for p in parquet)

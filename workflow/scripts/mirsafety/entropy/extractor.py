@@ -30,12 +30,8 @@ generation's prefill.
 
 import torch
 
-from mirsafety.entropy.capture import (
-    attn_implementation_for,
-    entropy_forward,
-    require_entropy_attention,
-    self_attention_layers,
-)
+from mirsafety.entropy.attention import attn_implementation_for, require_entropy_attention
+from mirsafety.entropy.capture import entropy_forward, self_attention_layers
 from mirsafety.entropy.kernel import CHUNK_ELEMENTS, QUANTITIES
 from mirsafety.entropy.selection import select_tokens, summarise, token_offsets
 from mirsafety.models.backend import Request

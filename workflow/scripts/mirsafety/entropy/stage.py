@@ -8,9 +8,9 @@ change without generating again. Like generation, it resumes item by item.
 import logging
 
 from mirsafety.core.ledger import run_resumable
-from mirsafety.core.records import read_jsonl, sha256_file
-from mirsafety.generation.generate import make_request
+from mirsafety.core.records import read_jsonl, settings_key, sha256_file
 from mirsafety.models.factory import weights_identity, weights_location
+from mirsafety.models.requests import make_request, request_key
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +29,54 @@ def entropy_record(extractor, generation: dict, instance: dict, dataset_dir, mod
     return {**record, "model": generation["model"]}
 
 
+def entropy_key(generation: dict, instance: dict, dataset_dir, model: dict) -> str:
+    """A key of what the pass measures for one answer: the request it answers (``request_key``)
+    and the answer itself, so that the resume ledger measures again an answer whose prompt,
+    images or text changed; the model and the entropy options are in the shard's settings."""
+    return settings_key({"request": request_key(instance, dataset_dir, model),
+                         "status": generation["status"],
+                         "raw_output": generation.get("raw_output"),
+                         "answer": generation.get("answer")})
+
+
+def run_entropy_shard(generations: list[dict], instances: dict, open_extractor, *,
+                      model_name: str, model: dict, options: dict, dataset_dir, settings: dict,
+                      out_path, meta_path) -> dict:
+    """Measure every answer not yet measured under ``settings`` and its ``entropy_key``; write
+    the shard and its meta. ``open_extractor()`` loads the model: it is called only when an
+    answer is to be measured, so a finished shard never loads it."""
+    extractor = None
+
+    def measure(batch):
+        nonlocal extractor
+        if extractor is None:
+            extractor = open_extractor()
+        for generation in batch:
+            yield entropy_record(extractor, generation, instances[generation["uid"]],
+                                 dataset_dir, model, options)
+
+    def announce(total, todo):
+        log.info("%s: %d answer(s), %d to measure", out_path, total, todo)
+
+    try:
+        return run_resumable(
+            generations, measure,
+            item_key=lambda g: entropy_key(g, instances[g["uid"]], dataset_dir, model),
+            out_path=out_path, meta_path=meta_path, settings=settings, count_field="status",
+            is_done=lambda record: record.get("status") in ("ok", "skipped"),
+            announce=announce, batch_size=1, progress=f"entropy {model_name}", unit="answer")
+    finally:
+        if extractor is not None:
+            extractor.close()
+
+
 def entropy_shard(*, model_name: str, model: dict, options: dict, generations_path,
                   instances_path, dataset_dir, out_path, meta_path, threads: int = 1,
                   built=None) -> dict:
     """The rule's whole job: one teacher-forced pass per answer of a generation shard.
 
-    A ``failed`` answer is measured again; the model is loaded only when an answer is to be
-    measured, so a finished shard never loads it. ``built`` is the folder the build rule made,
-    for tiny weights.
+    A ``failed`` answer is measured again. ``built`` is the folder the build rule made, for tiny
+    weights.
     """
     import torch
 
@@ -49,25 +89,7 @@ def entropy_shard(*, model_name: str, model: dict, options: dict, generations_pa
                 "weights": weights_identity(model, built), "options": options,
                 "generations_sha256": sha256_file(generations_path)}
     location, revision = weights_location(model, built)
-    extractor = None
-
-    def measure(batch):
-        nonlocal extractor
-        if extractor is None:
-            extractor = EntropyExtractor(location, model, revision=revision)
-        for generation in batch:
-            yield entropy_record(extractor, generation, instances[generation["uid"]],
-                                 dataset_dir, model, options)
-
-    def announce(total, todo):
-        log.info("%s: %d answer(s), %d to measure", out_path, total, todo)
-
-    try:
-        return run_resumable(generations, measure, out_path=out_path, meta_path=meta_path,
-                             settings=settings, count_field="status",
-                             is_done=lambda record: record.get("status") in ("ok", "skipped"),
-                             announce=announce, batch_size=1, progress=f"entropy {model_name}",
-                             unit="answer")
-    finally:
-        if extractor is not None:
-            extractor.close()
+    return run_entropy_shard(
+        generations, instances, lambda: EntropyExtractor(location, model, revision=revision),
+        model_name=model_name, model=model, options=options, dataset_dir=dataset_dir,
+        settings=settings, out_path=out_path, meta_path=meta_path)

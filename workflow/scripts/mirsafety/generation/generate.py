@@ -9,33 +9,14 @@ downstream); a re-run of the shard re-asks only them.
 import hashlib
 import logging
 
-from mirsafety.core.images import load_instance_images
 from mirsafety.core.ledger import run_resumable
 from mirsafety.core.records import read_jsonl, sha256_file, write_shard
 from mirsafety.core.shards import parse_shard, shard_slice
-from mirsafety.generation.record import make_record
-from mirsafety.models.backend import Backend, Request, Result
+from mirsafety.models.backend import Backend, Result
+from mirsafety.models.record import make_record
+from mirsafety.models.requests import make_request, request_key
 
 log = logging.getLogger(__name__)
-
-#: The paper's controls: the benchmark as is, its images concatenated into one picture, the seed
-#: question alone, and the multi-image prompt without its images.
-CONDITIONS = ("multi_image", "single_image", "text_only", "prompt_only")
-
-
-def make_request(instance: dict, dataset_dir, model: dict,
-                 condition: str = "multi_image") -> Request:
-    """What the model is asked for one instance under one condition."""
-    if condition == "text_only":
-        return Request(instance["uid"], instance["original_question"], [], model["system_prompt"])
-    if condition == "prompt_only":
-        return Request(instance["uid"], instance["revised_prompt"], [], model["system_prompt"])
-    pixels = model["image_pixels"]
-    images = load_instance_images(dataset_dir, instance["images"],
-                                  single_image=model["single_image"] or condition == "single_image",
-                                  min_pixels=pixels["min"], max_pixels=pixels["max"])
-    return Request(instance["uid"], instance["revised_prompt"], images, model["system_prompt"])
-
 
 def _failed(uid: str, error: Exception) -> Result:
     return Result(uid, "failed", error=f"{type(error).__name__}: {error}")
@@ -64,8 +45,9 @@ def run_shard(instances: list[dict], dataset_dir, backend: Backend, *, model_nam
     """Generate every instance not yet done with ``settings``; write the shard and its meta.
 
     ``settings`` identifies what the answers depend on (model entry, weights, dataset manifest,
-    shard); the ledger is reused only under the same settings. Only an ``ok`` answer stands: a
-    failed item is asked again. Returns the meta record.
+    shard); the ledger is reused only under the same settings, and an item's answer only for the
+    same request (``request_key``). Only an ``ok`` answer stands: a failed item is asked again.
+    Returns the meta record.
     """
     def generate(batch):
         for instance, result, given in _generate_batch(backend, batch, dataset_dir, model,
@@ -76,7 +58,10 @@ def run_shard(instances: list[dict], dataset_dir, backend: Backend, *, model_nam
         log.info("%s: %d item(s), %d already done, %d to generate", out_path, total,
                  total - todo, todo)
 
-    meta = run_resumable(instances, generate, out_path=out_path, meta_path=meta_path,
+    meta = run_resumable(instances, generate,
+                         item_key=lambda instance: request_key(instance, dataset_dir, model,
+                                                               condition),
+                         out_path=out_path, meta_path=meta_path,
                          settings=settings, count_field="status",
                          is_done=lambda record: record.get("status") == "ok",
                          announce=announce, batch_size=model["batch_size"],

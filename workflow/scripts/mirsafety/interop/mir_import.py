@@ -9,7 +9,6 @@ import logging
 from pathlib import Path
 
 from mirsafety.core.errors import DataError
-from mirsafety.generation.record import make_record
 from mirsafety.interop.mir_layout import (
     EXCLUDED_FILE,
     FAILED_STATUSES,
@@ -25,6 +24,7 @@ from mirsafety.interop.mir_layout import (
     read_json,
 )
 from mirsafety.models.backend import Result
+from mirsafety.models.record import make_record
 
 log = logging.getLogger(__name__)
 

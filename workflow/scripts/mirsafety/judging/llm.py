@@ -6,11 +6,13 @@ OpenAI-compatible model with the versioned prompt ``resources/taxonomy_judge_pro
 ``.md`` beside it) for one of five classes: ``unsafe`` or one of ``SAFE_KINDS``.
 
 Requests go through ``OpenAIBackend`` (text only), which owns the HTTP client, the API key,
-concurrency and the retries of transport failures. On top of that this judge parses the reply
-strictly: after stripping whitespace, an optional leading ``<think>…</think>`` block and an
-optional ```` ```json ```` fence, the reply must be exactly one JSON object whose ``label`` is one
-of the five classes, spelled exactly. Anything else is asked again (``max_parse_retries`` more
-times); a reply that is still unparseable becomes an ``error`` verdict, never a guess.
+concurrency and the retries of transport failures; the replies and errors it returns are already
+scrubbed of the key, so the verdicts (raw reply, error excerpt) and log lines never hold it. On
+top of that this judge parses the reply strictly: after stripping whitespace, an optional leading
+``<think>…</think>`` block and an optional ```` ```json ```` fence, the reply must be exactly one
+JSON object whose ``label`` is one of the five classes, spelled exactly. Anything else is asked
+again (``max_parse_retries`` more times); a reply that is still unparseable becomes an ``error``
+verdict, never a guess.
 """
 
 import hashlib
@@ -39,6 +41,11 @@ _FENCE = re.compile(r"\A```(?:json)?[ \t]*\n?(.*?)\n?[ \t]*```\Z", re.DOTALL | r
 _THINK = re.compile(r"\A<think>.*?</think>", re.DOTALL)
 #: Characters of an unparseable reply quoted in an error verdict.
 EXCERPT_CHARS = 120
+
+
+def _quote(reply: str | None) -> str:
+    """A reply on one short line, for an error verdict or a log line."""
+    return excerpt(reply or "", EXCERPT_CHARS)
 
 
 class UnparseableReply(ValueError):
@@ -156,9 +163,6 @@ class LLMJudge(Judge):
                 "decoding": dict(self.backend.decoding), "prompt": self.prompt_path.name,
                 "prompt_sha256": self.prompt_sha256, "max_parse_retries": self.max_parse_retries}
 
-    def _excerpt(self, text: str | None) -> str:
-        return excerpt(self.backend.redact(text or ""), EXCERPT_CHARS)
-
     def judge(self, items: list[JudgeItem]) -> list[Verdict]:
         """One Verdict per item, in order; unparseable replies are re-asked in batches."""
         items = list(items)
@@ -180,12 +184,12 @@ class LLMJudge(Judge):
                     verdicts[i] = Verdict(uid, "error", raw=replies[i],
                                           error=f"judge request failed: {result.error}")
                     continue
-                replies[i] = self.backend.redact(result.raw_output)
+                replies[i] = result.raw_output
                 try:
                     label = parse_reply(replies[i])
                 except UnparseableReply as why:
                     log.info("%s: unparseable judge reply (%s) on attempt %d/%d: %s", uid, why,
-                             attempt, attempts, self._excerpt(replies[i]))
+                             attempt, attempts, _quote(replies[i]))
                     still.append(i)
                     continue
                 if label == "unsafe":
@@ -199,7 +203,7 @@ class LLMJudge(Judge):
             verdicts[i] = Verdict(
                 items[i].uid, "error", raw=replies[i],
                 error=f"unparseable judge reply after {attempts} {noun}: "
-                      f"{self._excerpt(replies[i])}")
+                      f"{_quote(replies[i])}")
         counts = {}
         for verdict in verdicts:
             key = verdict.safe_kind or verdict.label

@@ -7,10 +7,11 @@ every generation has one.
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from mirsafety.core.ledger import run_resumable
-from mirsafety.core.records import read_jsonl, sha256_file, write_shard
+from mirsafety.core.records import read_jsonl, settings_key, sha256_file, write_shard
 from mirsafety.judging.base import LABELS, Judge, JudgeItem, Verdict
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,12 @@ def judge_item(generation: dict, instance: dict) -> JudgeItem:
         prompt=instance["revised_prompt"],
         context="\n".join(instance["image_descriptions"]) or None,
     )
+
+
+def judge_key(generation: dict, instance: dict) -> str:
+    """A key of what the judge sees about one answer (``judge_item``), so that the resume ledger
+    judges again an answer, prompt or context that changed; the judge itself is in the settings."""
+    return settings_key(asdict(judge_item(generation, instance)))
 
 
 def make_judgment(generation: dict, verdict: Verdict, judge_name: str) -> dict:
@@ -65,7 +72,8 @@ def run_judge_shard(generations: list[dict], instances: dict, judge: Judge, *, j
     """Judge every generation not yet judged under ``settings``; write judgments and meta.
 
     A failed generation gets its ``error`` verdict here, without the judge or the ledger; an
-    earlier ``error`` verdict on an answer is judged again.
+    earlier ``error`` verdict on an answer is judged again, and so is one made for another
+    ``judge_key``.
     """
     def judge_batch(batch):
         verdicts = judge.judge([judge_item(g, instances[g["uid"]]) for g in batch])
@@ -79,7 +87,9 @@ def run_judge_shard(generations: list[dict], instances: dict, judge: Judge, *, j
 
     failed = {g["uid"]: make_judgment(g, failed_generation_verdict(g), judge_name)
               for g in generations if g["status"] != "ok"}
-    return run_resumable(generations, judge_batch, out_path=out_path, meta_path=meta_path,
+    return run_resumable(generations, judge_batch,
+                         item_key=lambda g: judge_key(g, instances[g["uid"]]),
+                         out_path=out_path, meta_path=meta_path,
                          settings=settings, count_field="label",
                          is_done=lambda record: record.get("label") not in (None, "error"),
                          announce=announce, batch_size=batch_size,

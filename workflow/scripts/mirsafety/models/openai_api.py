@@ -9,9 +9,9 @@ raises for a single item.
 
 The API key is read once from the environment variable named by ``api_key_env`` and only ever
 placed in the ``Authorization`` header: it is kept out of ``repr``, log lines, exception messages
-and Results, and any text that comes back from the server is scrubbed of it before it is kept
-(``OpenAIBackend.redact``, public so that callers that keep replies, like the LLM judge, scrub
-them the same way without ever holding the key).
+and Results. Every text that comes back from the server (a reply's content and finish reason,
+an error body) is scrubbed of it (``OpenAIBackend.redact``) before it becomes part of a Result,
+so callers that keep Results, like the generation shards and the LLM judge, never hold it.
 """
 
 import base64
@@ -297,14 +297,15 @@ class OpenAIBackend(Backend):
             latency = time.perf_counter() - started
             usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
             choice = body["choices"][0]
+            finish = choice.get("finish_reason") if isinstance(choice, dict) else None
             return Result(
                 uid=request.uid,
                 status="ok",
-                raw_output=content,
+                raw_output=self.redact(content),
                 prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
                 image_tokens=None,
                 completion_tokens=_int_or_none(usage.get("completion_tokens")),
-                finish_reason=choice.get("finish_reason") if isinstance(choice, dict) else None,
+                finish_reason=self.redact(finish) if isinstance(finish, str) else None,
                 latency_s=latency,
             )
         raise AssertionError("unreachable")

@@ -1,7 +1,8 @@
-"""One generation record: the line a generation shard holds for one item.
+"""One generation record: a backend's Result as the line a generation shard holds for it.
 
 Fresh generations and answers imported from the authors' results (interop) are written by this
 one builder, so both carry the same fields in the same order and the judges cannot tell them apart.
+It sits with the Result it serialises, below both the generation stage and the importer.
 """
 
 from mirsafety.core.thinking import split_thinking
