@@ -93,3 +93,28 @@ def test_incomplete_or_doubled_judgments_are_refused():
     doubled = pd.concat([frame(["safe"] * 3), frame(["safe"] * 3)])
     with pytest.raises(ValueError, match="duplicated"):
         check_complete(doubled, n_instances=6)
+
+
+def test_agreement_with_a_constant_judge_is_na_with_the_reason():
+    # Before: kappa 0.00 [0.00, 0.00] here, and [-1, 1] where the variance came out -1e-17
+    # (1 vs 2 answers: max(-1, NaN) of its square root)
+    for b_labels in (["unsafe", "safe", "unsafe", "safe", "safe", "unsafe"],
+                     ["unsafe", "safe", "safe"]):
+        a = frame(["unsafe"] * len(b_labels))
+        row = agreement({"a": a, "b": frame(b_labels)}).iloc[0]
+        assert math.isnan(row["kappa"])
+        assert math.isnan(row["kappa_ci_low"]) and math.isnan(row["kappa_ci_high"])
+        assert row["note"] == "kappa n/a: judge a gave every answer one label (unsafe)"
+
+
+def test_agreement_kappa_interval_is_na_where_its_variance_is_zero():
+    # perfect agreement: kappa 1, but the asymptotic variance is 0 and [1, 1] claims certainty
+    labels = ["unsafe", "safe", "unsafe", "safe", "safe", "unsafe"]
+    row = agreement({"a": frame(labels), "b": frame(labels)}).iloc[0]
+    assert row["kappa"] == pytest.approx(1.0)
+    assert math.isnan(row["kappa_ci_low"]) and math.isnan(row["kappa_ci_high"])
+    assert row["note"].startswith("kappa interval n/a: the asymptotic variance is 0 at perfect "
+                                  "agreement")
+    defined = agreement({"a": frame(labels), "b": frame(labels[::-1][:5] + ["safe"])}).iloc[0]
+    assert defined["kappa_ci_low"] < defined["kappa"] < defined["kappa_ci_high"]
+    assert defined["note"] == ""

@@ -2,12 +2,15 @@
 
 import csv
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mirsafety.analysis.audit import (
     HUMAN_LABEL_HEADER,
+    MIN_PAIRS,
     SYNTHETIC_HEADER,
     audit_key,
     draw_audit_sample,
@@ -15,12 +18,14 @@ from mirsafety.analysis.audit import (
     make_synthetic_labels,
     read_labels,
     write_audit_csv,
+    write_key_csv,
     write_synthetic_labels,
 )
 from mirsafety.core.errors import DataError
 
 from conftest import hand_wilson
 
+SHIPPED_LABELS = Path(__file__).resolve().parents[1] / "resources" / "audit" / "sample_labels.csv"
 RELATIONS = ["Analogy", "Causality"]
 MODELS = ["m1", "m2"]
 
@@ -173,7 +178,7 @@ def test_metrics_match_hand_computation():
 
 
 def test_undefined_metrics_are_nan_with_a_note():
-    pairs = [("safe", "safe")] * 4
+    pairs = [("safe", "safe")] * 12  # MIN_PAIRS or more: accuracy is defined
     row = judge_vs_people(labels_frame(pairs), judgments(pairs)).iloc[0]
     assert np.isnan(row["precision"]) and np.isnan(row["recall"]) and np.isnan(row["kappa"])
     assert row["accuracy"] == 1.0
@@ -194,3 +199,86 @@ def test_synthetic_labels_are_marked_deterministic_and_non_trivial(study, tmp_pa
     assert problems == [] and frame.attrs["synthetic"] and len(frame) == len(rows)
     metrics = judge_vs_people(frame, judged).set_index("judge")
     assert 0 < metrics.loc["a", "accuracy"] < 1 and metrics.loc["a", "n_human_unsure"] > 0
+
+
+def test_missing_labels_are_counted_per_judge_and_stratum(study):
+    """Scored on the sample as drawn: unlabelled sampled answers are counted (per judge and per
+    stratum), labels outside the sample are left out, and too few pairs make metrics n/a."""
+    instances, generations, judged = study
+    rows = draw_audit_sample(instances, generations, judged)
+    key = audit_key(rows, judged)
+    synthetic = make_synthetic_labels(rows, judged)
+    kept = synthetic[3:]  # people skipped the first three sampled answers
+    labels = pd.DataFrame({"audit_id": [r["audit_id"] for r in kept] + ["m1|not-sampled"],
+                           "human_label": [r["human_label"] for r in kept] + ["unsafe"]})
+    whole = judge_vs_people(labels, judged, key).set_index("judge")
+    assert list(whole["stratum"]) == ["ALL", "ALL"]
+    assert (whole["n_sampled"] == len(rows)).all() and (whole["n_missing_label"] == 3).all()
+    assert (whole["n_human_labelled"] == len(rows) - 3).all()
+    assert (whole["n_labels_outside_sample"] == 1).all()
+    assert whole.loc["a", "note"].startswith(f"3 of {len(rows)} sampled answers have no human")
+    assert "1 labels of answers outside the sample left out" in whole.loc["a", "note"]
+    decided = [r for r in kept if r["human_label"] != "unsure"]
+    assert whole.loc["a", "n"] == len(decided)  # the outside label is not scored
+
+    strata = judge_vs_people(labels, judged, key, by_stratum=True)
+    assert set(strata["stratum"]) == {k["stratum"] for k in key}
+    for judge, group in strata.groupby("judge"):
+        assert group["n_sampled"].sum() == len(rows) and group["n_missing_label"].sum() == 3
+    skipped = {k["stratum"] for k in key if k["audit_id"] in {r["audit_id"] for r in rows[:3]}}
+    assert set(strata.loc[strata["n_missing_label"] > 0, "stratum"]) == skipped
+    assert "n_labels_outside_sample" not in strata
+    small = strata[strata["n"] < MIN_PAIRS]
+    assert len(small) and small[["precision", "recall", "accuracy", "kappa"]].isna().all().all()
+    assert small["note"].str.contains(r"metrics n/a: too few labelled pairs \(n = \d+ < 10\)").all()
+
+
+def test_too_few_pairs_make_every_metric_na_with_the_reason():
+    pairs = [("unsafe", "unsafe"), ("safe", "safe"), ("unsafe", "safe")] * 3  # n = 9
+    row = judge_vs_people(labels_frame(pairs), judgments(pairs)).iloc[0]
+    assert row["n"] == 9 < MIN_PAIRS and row["human_unsafe_judge_safe"] == 3
+    assert row[["precision", "recall", "accuracy", "kappa", "kappa_ci_low"]].isna().all()
+    assert row["note"] == f"metrics n/a: too few labelled pairs (n = 9 < {MIN_PAIRS})"
+
+
+def check_shipped_labels_cover(run: Path) -> None:
+    """The shipped labels are exactly the audit sample ``run`` drew, and it reports nothing
+    missing."""
+    key = pd.read_csv(run / "results/audit/audit_key.csv")
+    labels, problems = read_labels(SHIPPED_LABELS, known_ids=set(key["audit_id"]), strict=True)
+    assert labels.attrs["synthetic"] and problems == []
+    assert sorted(labels["audit_id"]) == sorted(key["audit_id"])
+    scored = pd.read_csv(run / "results/analysis/judge_vs_people.csv")
+    assert (scored["n_sampled"] == len(key)).all() and (scored["n_missing_label"] == 0).all()
+    assert (scored["n_labels_outside_sample"] == 0).all()
+    strata = pd.read_csv(run / "results/analysis/judge_vs_people_strata.csv")
+    assert (strata.groupby("judge")["n_sampled"].sum() == len(key)).all()
+    assert (strata["n_missing_label"] == 0).all()
+
+
+@pytest.mark.workflow
+def test_shipped_labels_cover_the_default_sample(default_run):
+    """Checked on the default run's own outputs: drawing the sample here would need the tiny
+    models' answers and both judges' labels, i.e. the run itself."""
+    check_shipped_labels_cover(default_run)
+
+
+def test_kappa_with_a_constant_judge_is_na_with_the_reason():
+    # Before: kappa 0.00 [0.00, 0.00] (a variance of exactly 0), as if it were certain
+    pairs = [("unsafe", "unsafe")] * 7 + [("safe", "unsafe")] * 5
+    row = judge_vs_people(labels_frame(pairs), judgments(pairs)).iloc[0]
+    assert np.isnan(row["kappa"])
+    assert np.isnan(row["kappa_ci_low"]) and np.isnan(row["kappa_ci_high"])
+    assert "kappa n/a: the judge gave every answer one label (unsafe)" in row["note"]
+    assert row["accuracy"] == pytest.approx(7 / 12)  # the rest is still defined
+
+
+def test_an_empty_sample_reads_back_and_counts_nothing(study, tmp_path):
+    """Nothing eligible to draw: the key still has its header, and the metrics say why."""
+    _, _, judged = study
+    key = pd.read_csv(write_key_csv([], tmp_path / "key.csv"))
+    assert list(key.columns[:4]) == ["audit_id", "model", "uid", "stratum"]
+    row = judge_vs_people(labels_frame([]), judged, key).iloc[0]
+    assert (row["n_sampled"], row["n_missing_label"], row["n"]) == (0, 0, 0)
+    assert row["note"] == "no answer decided by both people and the judge"
+    assert judge_vs_people(labels_frame([]), judged, key, by_stratum=True).empty

@@ -10,10 +10,13 @@ import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from mirsafety.analysis import correlation as correlation_module
 from mirsafety.analysis.correlation import (
     CORRELATION_COLUMNS,
     GROUP_COLUMNS,
     LOFO_COLUMNS,
+    MAX_DEGENERATE_SHARE,
+    MIN_MODELS,
     correlate,
     correlation_table,
     group_correlation_table,
@@ -22,6 +25,7 @@ from mirsafety.analysis.correlation import (
     partial_spearman,
     pc1_capability,
     pc1_rows,
+    undefined_reason,
 )
 from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
 
@@ -110,20 +114,56 @@ def test_bootstrap_coverage_over_replicates():
     assert covered >= 32
 
 
-def test_degenerate_resamples_are_skipped_and_counted():
-    x = np.array([0.0, 0.0, 0.0, 0.0, 1.0])
-    y = np.array([0.1, 0.2, 0.3, 0.4, 0.9])
-    result = correlate(x, y, n_boot=500, n_perm=200, seed=0)
-    # P(no resample draws model 5) = 0.8^5 ~ 0.33
-    assert 100 < result["n_boot_skipped"] < 230
-    assert "bootstrap resamples constant, skipped" in result["note"]
-    assert np.isfinite(result["spearman_ci_low"]) and np.isfinite(result["spearman_ci_high"])
+def test_few_degenerate_resamples_are_left_out_and_counted():
+    # 4 of 12 models at x = 1: a resample misses all four with probability (2/3)^12 ~ 0.8%
+    x = np.array([0.0] * 8 + [1.0] * 4)
+    y = np.linspace(0.1, 0.9, 12)
+    result = correlate(x, y, n_boot=2000, n_perm=200, seed=0)
+    assert 0 < result["n_boot_degenerate"] <= MAX_DEGENERATE_SHARE * 2000
+    assert f"{result['n_boot_degenerate']} of 2000 bootstrap resamples degenerate" in result["note"]
+    assert result["spearman_ci_low"] <= result["spearman_rho"] <= result["spearman_ci_high"]
+    assert undefined_reason(result["note"], "bootstrap CI") is None
 
 
-def test_ols_hc3_equals_statsmodels():
+def test_bootstrap_with_many_degenerate_resamples_is_na_with_the_count():
+    # The issue's case: one model alone at its capability value, so a third of the resamples
+    # miss it; the old code gave rho -0.387 with the interval [-0.640, -0.388], excluding it.
+    x = np.r_[np.zeros(18), 1.0]
+    y = np.random.default_rng(4).uniform(0, 1, 19)
+    y[-1] = 0.05
+    result = correlate(x, y, n_boot=2000, n_perm=200, seed=0)
+    assert result["spearman_rho"] == pytest.approx(-0.387, abs=1e-3)
+    assert result["n_boot_degenerate"] == 690
+    for key in ("spearman_ci_low", "spearman_ci_high", "pearson_ci_low", "pearson_ci_high"):
+        assert math.isnan(result[key]), key
+    assert undefined_reason(result["note"], "bootstrap CI") == (
+        "690 of 2000 resamples degenerate (capability or ASR constant), more than 2.5%")
+    # every other model shares one capability value: HC3 is 0/0 for the lone one
+    assert np.isfinite(result["ols_slope"])
+    assert all(math.isnan(result[k]) for k in ("ols_se_hc3", "ols_p", "ols_ci_low"))
+    assert "leverage 1" in undefined_reason(result["note"], "OLS SE")
+
+
+class _FixedResamples:
+    """A generator that draws every bootstrap resample from the first four models only."""
+
+    def integers(self, low, high, size):
+        return np.tile(np.arange(size[1]) % 4, (size[0], 1))
+
+
+def test_interval_excluding_its_estimate_is_said():
+    x = np.arange(6.0)
+    y = np.array([1.0, 2.0, 3.0, 4.0, 0.0, 0.5])  # rho over all six -0.2, over the first four 1
+    rho = stats.spearmanr(x, y).statistic
+    result, notes = correlation_module._bootstrap_cis(x, y, rho, rho, _FixedResamples(), 100)
+    assert result["spearman_ci_low"] == result["spearman_ci_high"] == pytest.approx(1.0)
+    assert f"Spearman bootstrap interval [1.000, 1.000] excludes its estimate {rho:.3f}" in notes
+
+
+def test_ols_hc3_equals_statsmodels_with_a_t_reference():
     x, y = bivariate(25, 0.4, seed=8)
     y = y * (1 + np.abs(x))  # heteroskedastic
-    fit = sm.OLS(y, sm.add_constant(x)).fit(cov_type="HC3")
+    fit = sm.OLS(y, sm.add_constant(x)).fit(cov_type="HC3", use_t=True)
     result = correlate(x, y, **FAST)
     assert result["ols_slope"] == pytest.approx(fit.params[1], rel=1e-12)
     assert result["ols_se_hc3"] == pytest.approx(fit.bse[1], rel=1e-12)
@@ -132,16 +172,42 @@ def test_ols_hc3_equals_statsmodels():
         list(fit.conf_int()[1]), rel=1e-12)
 
 
+def test_ols_p_uses_t_with_n_minus_2_degrees_of_freedom():
+    # 19 models: the normal reference would give a p about three times too small
+    x, y = bivariate(19, 0.6, seed=2)
+    result = correlate(x, y, **FAST)
+    t = result["ols_slope"] / result["ols_se_hc3"]
+    assert result["ols_p"] == pytest.approx(2 * stats.t.sf(abs(t), 19 - 2), rel=1e-10)
+    assert result["ols_p"] > 2 * stats.norm.sf(abs(t)) * 1.5
+    half = stats.t.ppf(0.975, 17) * result["ols_se_hc3"]
+    assert result["ols_ci_high"] - result["ols_slope"] == pytest.approx(half, rel=1e-10)
+
+
+@pytest.mark.parametrize("n", range(MIN_MODELS))
+def test_below_the_minimum_n_every_statistic_is_na_with_the_reason(n):
+    x, y = bivariate(n, 0.9, seed=n)
+    result = correlate(x, y, n_boot=2000, n_perm=200)
+    assert result["n"] == n
+    assert all(math.isnan(result[k]) for k in correlation_module.STATISTICS)
+    assert undefined_reason(result["note"], "correlation") == f"fewer than {MIN_MODELS} models"
+    at_minimum = correlate(*bivariate(MIN_MODELS, 0.9, seed=0), n_boot=200, n_perm=200)
+    assert np.isfinite(at_minimum["spearman_rho"]) and np.isfinite(at_minimum["ols_p"])
+
+
 def test_small_n_and_constant_give_nan_with_note():
     result = correlate([1.0, 2.0], [0.1, 0.5])
     assert result["n"] == 2
     assert all(math.isnan(result[k]) for k in ("spearman_rho", "pearson_r", "spearman_p_perm",
                                                "spearman_ci_low", "ols_slope", "ols_p"))
-    assert "too few models" in result["note"]
+    assert "fewer than 5 models" in result["note"]
     # a missing value drops its pair before counting
     assert correlate([1.0, 2.0, np.nan], [0.1, 0.5, 0.3])["n"] == 2
-    constant = correlate([1.0, 2.0, 3.0], [0.2, 0.2, 0.2])
-    assert math.isnan(constant["spearman_rho"]) and "ASR constant" in constant["note"]
+    constant = correlate([1.0, 2.0, 3.0, 4.0, 5.0], [0.2] * 5)
+    assert math.isnan(constant["spearman_rho"])
+    assert undefined_reason(constant["note"], "correlation") == "ASR constant across models"
+    both = correlate([1.0] * 3, [0.2] * 3)  # every reason that holds, the real one included
+    assert undefined_reason(both["note"], "correlation") == (
+        "fewer than 5 models, capability and ASR constant across models")
 
 
 # --------------------------------------------------------------------------- partial
@@ -171,11 +237,30 @@ def test_partial_spearman_equals_hand_residuals_and_precision_formula():
     assert result["n"] == 30
 
 
-def test_partial_spearman_drops_missing_and_needs_four():
-    result = partial_spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5], [1, 2, np.nan, 4, 5])
-    assert result["n"] == 4 and np.isfinite(result["rho"])
-    small = partial_spearman([1, 2, 3], [2, 1, 3], [1, 2, 3])
-    assert math.isnan(small["rho"]) and "too few" in small["note"]
+def test_partial_spearman_drops_missing_and_needs_the_minimum_n():
+    result = partial_spearman([1, 2, 3, 4, 5, 6], [2, 1, 4, 3, 6, 5], [1, 2, np.nan, 4, 6, 5])
+    assert result["n"] == 5 and np.isfinite(result["rho"])
+    small = partial_spearman([1, 2, 3, 4], [2, 1, 4, 3], [1, 2, 4, 3])
+    assert math.isnan(small["rho"]) and small["note"] == "fewer than 5 models"
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("constant x", "capability constant across models"),
+    ("constant y", "ASR constant across models"),
+    ("z equals x", "capability ranks fully explained by the covariate's ranks"),
+    ("z monotone in y", "ASR ranks fully explained by the covariate's ranks"),
+])
+def test_partial_spearman_is_na_when_nothing_is_left_to_correlate(case, reason):
+    # The old code correlated floating-point residue here: rho 0.096 (p 0.71) for a constant
+    # capability, 0.16 for a constant ASR, -0.064 for a covariate equal to x.
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal(19), rng.standard_normal(19)
+    z = np.log10(rng.choice([1, 2, 3, 7, 8, 12, 27, 72], 19))  # parameter counts tie
+    x, y, z = {"constant x": (np.full(19, 0.4), y, z), "constant y": (x, np.full(19, 0.3), z),
+               "z equals x": (x, y, x.copy()), "z monotone in y": (x, y, np.exp(y))}[case]
+    result = partial_spearman(x, y, z)
+    assert result["n"] == 19 and math.isnan(result["rho"]) and math.isnan(result["p"])
+    assert result["note"] == reason
 
 
 # --------------------------------------------------------------------------- LOFO and PC1
@@ -274,6 +359,7 @@ def test_correlation_table(tables):
     asr, capability, info = tables
     table = correlation_table(asr, capability, info, "judgeX", **FAST)
     assert list(table.columns) == CORRELATION_COLUMNS
+    assert (table["n_boot_degenerate"] == 0).all()
     assert list(table["capability"]) == ["measured:mir", "published:MuirBench"]
     measured, published = table.iloc[0], table.iloc[1]
     assert measured["judge"] == "judgeX" and measured["n_models"] == 8
@@ -301,7 +387,22 @@ def test_correlation_table_with_two_models(tables):
     table = correlation_table(asr, capability, info, "j", **FAST)
     assert (table["n_models"] == 2).all()
     assert table["spearman_rho"].isna().all() and table["partial_rho_log_params"].isna().all()
-    assert table["note"].str.contains("n=2 < 3").all()
+    for note in table["note"]:
+        assert undefined_reason(note, "correlation") == "fewer than 5 models"
+        assert undefined_reason(note, "partial") == "fewer than 5 models"
+
+
+def test_correlation_table_constant_capability_gives_no_partial(tables):
+    # The issue: with parameter counts present the table showed partial rho 0.194 (p 0.806)
+    # beside the note "capability constant across models".
+    asr, capability, info = tables
+    capability = capability.assign(score=0.5)
+    info = info.assign(params_b=[2.0, 7.0, 2.0, 8.0, 12.0, 7.0, 10.0, 70.0])
+    row = correlation_table(asr, capability, info, "j", **FAST).iloc[0]
+    assert row["n_partial"] == 8
+    assert math.isnan(row["partial_rho_log_params"]) and math.isnan(row["partial_p"])
+    assert undefined_reason(row["note"], "correlation") == "capability constant across models"
+    assert undefined_reason(row["note"], "partial") == "capability constant across models"
 
 
 def test_duplicate_scores_refused(tables):
@@ -339,6 +440,21 @@ def test_lofo_table(tables):
     assert measured["rho_min"].iloc[0] == measured["spearman_rho"].min()
     assert measured["rho_max"].iloc[0] == measured["spearman_rho"].max()
     assert set(measured["n_models"]) == {6, 7}
+    assert (measured["note"] == "").all()
+
+
+def test_lofo_gives_the_reason_for_every_undefined_rho(tables):
+    asr, capability, info = tables
+    few = asr[asr["model"].isin(MODELS[:5])]  # f1, f2 and f3 (one model of f3)
+    table = lofo_table(few, capability, info, "j", capabilities=["measured:mir"])
+    for _, row in table.iterrows():
+        assert math.isnan(row["spearman_rho"])
+        assert row["n_models"] < MIN_MODELS
+        assert undefined_reason(row["note"], "rho") == "fewer than 5 models"
+        assert undefined_reason(row["note"], "rho_min/rho_max") == (
+            "no family can be left out leaving a defined rho")
+    assert np.isfinite(table["rho_all"]).all()
+    assert undefined_reason(table["note"].iloc[0], "rho_all") is None
 
 
 def test_results_are_deterministic(tables):

@@ -17,6 +17,7 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from mirsafety.entropy import kernel
 from mirsafety.entropy.attention import NAME, enable_entropy_attention, entropy_attention_forward
 from mirsafety.entropy.capture import (
+    EntropyHook,
     _collect_rows,
     capture_rows,
     entropy_forward,
@@ -24,10 +25,11 @@ from mirsafety.entropy.capture import (
 )
 from mirsafety.entropy.extractor import EntropyExtractor
 from mirsafety.entropy.kernel import QUANTITIES
-from mirsafety.entropy.selection import select_tokens, token_offsets
-from mirsafety.models.backend import Request
+from mirsafety.entropy.selection import prefix_spans, select_tokens, token_offsets
+from mirsafety.models.backend import Request, Result
 from mirsafety.models.hf import TransformersBackend
 from mirsafety.models.loading import chat_messages
+from mirsafety.models.record import make_record
 
 from conftest import registry_entry
 from entropy_reference import (
@@ -391,6 +393,60 @@ def test_extract_record_skips_failed_generations(arch):
     assert empty["n_tokens"] == 0 and empty["entropy_all"] == [None] * len(empty["layers"])
 
 
+def partial_byte_generation(tokenizer):
+    """(thinking ids, answer ids) of a generation whose text re-encodes to other tokens: the
+    answer holds a lone first byte of a three-byte character (decoded as U+FFFD, which encodes
+    as three tokens of its own) and a whole three-byte character (three one-byte tokens)."""
+    def encode(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    lone = encode("中")[:1]
+    assert len(encode("中")) == 3 and tokenizer.decode(lone) == "\ufffd"
+    return (encode("<think>The man holds the kite.</think>"),
+            encode("The answer is") + lone + encode(" a red") + encode("中") + encode(" kite."))
+
+
+def test_a_generation_is_scored_on_its_ids_not_on_its_text_encoded_again(arch):
+    _, extractor, _, _ = arch
+    thinking, answer = partial_byte_generation(extractor.tokenizer)
+    ids = thinking + answer
+    raw = extractor.decode(ids)
+    retokenised = extractor.tokenizer(raw, add_special_tokens=False)["input_ids"]
+    assert len(retokenised) == len(ids) + 2  # U+FFFD came back as three tokens, not one
+    request = Request("Violence/Analogy/1", "How are these linked?", pictures(2), SYSTEM)
+    record = make_record({"uid": request.uid}, Result(request.uid, "ok", raw_output=raw,
+                                                      token_ids=ids), "m", "auto", 2)
+    scored = extractor.extract_record(request, record)
+    assert scored["tokens_from"] == "generation"
+    assert scored["n_response_tokens"] == scored["n_tokens"] == len(ids)
+    forced = extractor.extract(request.images, request.prompt, SYSTEM, response_ids=ids)
+    assert scored["entropy_all"] == forced["entropy_all"]
+
+    # the answer selection locates the answer through the ids' own decoding
+    assert record["answer"] == "The answer is\ufffd a red中 kite."
+    picked = extractor.extract(request.images, request.prompt, SYSTEM, response_ids=ids,
+                               selection="answer", answer=record["answer"], per_token=True)
+    assert not picked["answer_fallback"]
+    assert picked["tokens"] == list(range(len(thinking), len(ids)))
+    assert extractor.extract_record(request, record, "answer")["n_tokens"] == len(answer)
+
+    # without stored ids (API answers, imports) the text is tokenised again, and it says so
+    unknown = extractor.extract_record(request, {**record, "token_ids": None})
+    assert unknown["tokens_from"] == "retokenised"
+    assert unknown["n_response_tokens"] == len(retokenised)
+
+
+def test_spans_of_generated_ids_follow_their_decoding_through_partial_characters():
+    def decode(ids):  # a byte-level vocabulary: token k is byte k; 0 is a dropped special token
+        return bytes(t for t in ids if t).decode("utf-8", errors="replace")
+
+    ids = [ord("a"), 0xE4, 0, 0xB8, 0xAD, ord("b"), 0xE4, ord("c")]  # a 中 b <lone byte> c
+    text = decode(ids)
+    assert text == "a中b\ufffdc"
+    assert prefix_spans(decode, ids, text) == [(0, 1), (1, 2), (1, 2), (1, 2), (1, 2), (2, 3),
+                                               (3, 4), (4, 5)]
+
+
 # ----------------------------------------------------------------------------------------------
 # In-generation capture
 # ----------------------------------------------------------------------------------------------
@@ -422,6 +478,28 @@ def test_generation_capture_matches_the_teacher_forced_pass(arch, reduction, blo
         assert summary[name] == pytest.approx(forced[name], abs=TOL)
     assert summary["n_keys"] == forced["n_keys"]
     assert summary["n_image_keys"] == forced["n_image_keys"]
+
+
+def test_the_stage_scores_the_generated_ids_as_the_generation_captured_them(arch, tiny_models):
+    """Backend to record to teacher-forced pass: the stored ids give the capture's numbers."""
+    name, extractor, _, _ = arch
+    entry = entry_for(tiny_models[name], entropy_capture=True, decoding={"max_new_tokens": 24})
+    backend = TransformersBackend(str(tiny_models[name]), revision=None, model=entry,
+                                  capture=EntropyHook())
+    sharpen(backend.model)  # the same weights as the extractor's
+    request = Request("Violence/Analogy/1", "How are these pictures linked?", pictures(3),
+                      SYSTEM)
+    result = backend.generate([request])[0]
+    record = make_record({"uid": request.uid}, result, name, "auto", 3)
+    assert record["token_ids"] == result.token_ids
+    scored = extractor.extract_record(request, record)
+    captured = record["entropy"]
+    assert scored["tokens_from"] == "generation"
+    assert scored["n_tokens"] == captured["n_tokens"] == len(result.token_ids) > 0
+    for quantity in QUANTITIES:
+        assert scored[quantity] == pytest.approx(captured[quantity], abs=TOL), quantity
+    assert scored["n_keys"] == captured["n_keys"]
+    assert scored["n_image_keys"] == captured["n_image_keys"]
 
 
 @pytest.mark.parametrize("block", [1, 3])

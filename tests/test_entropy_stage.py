@@ -48,3 +48,15 @@ def test_an_edited_prompt_or_answer_is_measured_again_and_only_it(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
     assert [r["uid"] for r in rows] == ["u0", "u1", "u2", "u3"]
     assert run(tmp_path, generations, instances)[0] == []
+
+
+def test_an_answer_with_other_generated_ids_is_measured_again(tmp_path):
+    """The ids are what is scored: the same text from other ids is another measurement."""
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "a.png")
+    instances = {f"u{k}": {"uid": f"u{k}", "revised_prompt": f"p{k}", "images": ["a.png"]}
+                 for k in range(3)}
+    generations = [{"uid": f"u{k}", "model": "m", "status": "ok", "raw_output": "\ufffd",
+                    "answer": "\ufffd", "token_ids": [100 + k]} for k in range(3)]
+    assert len(run(tmp_path, generations, instances)[0]) == 3
+    generations[2] = {**generations[2], "token_ids": [100, 2]}
+    assert run(tmp_path, generations, instances)[0] == [("u2", "p2", "\ufffd")]

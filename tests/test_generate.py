@@ -1,6 +1,7 @@
 """The generation loop: shards, records, the resume ledger, and failures that are kept, not lost."""
 
 import json
+from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -10,6 +11,7 @@ from mirsafety.core.records import settings_key
 from mirsafety.core.shards import parse_shard, shard_name, shard_slice
 from mirsafety.generation.generate import run_shard
 from mirsafety.models.backend import Backend, Result
+from mirsafety.models.record import make_record
 
 MODEL = {"batch_size": 2, "thinking": "auto", "single_image": False, "system_prompt": "sys",
          "image_pixels": {"min": None, "max": None}}
@@ -82,6 +84,23 @@ def test_failed_items_are_kept_and_only_they_are_retried(dataset):
     meta = run(dataset, again)
     assert again.seen == [failing]
     assert meta["status_counts"] == {"ok": 5}
+
+
+def test_the_generated_token_ids_are_kept_with_each_answer(dataset):
+    """The entropy stage scores them: decoded text need not encode back to the same ids."""
+    class WithIds(ScriptedBackend):
+        def generate(self, requests):
+            return [replace(r, token_ids=[7, len(r.uid)]) if r.status == "ok" else r
+                    for r in super().generate(requests)]
+
+    root, instances = dataset
+    run(dataset, WithIds(fail=[instances[1]["uid"]]))
+    rows = records(root)
+    assert rows[0]["token_ids"] == [7, len(instances[0]["uid"])]
+    assert rows[1]["status"] == "failed" and rows[1]["token_ids"] is None
+    api = make_record(instances[0], Result(instances[0]["uid"], "ok", raw_output="x"), "m",
+                      "auto", 2)
+    assert api["token_ids"] is None  # a backend that cannot know them (API, imported answers)
 
 
 def test_resume_asks_only_the_items_not_yet_done(dataset):

@@ -2,6 +2,7 @@
 
 import io
 import random
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -50,6 +51,10 @@ def test_batch_generates_every_item_with_its_images(loaded):
         assert result.finish_reason in ("stop", "length")
         assert result.prompt_tokens > result.image_tokens
         assert isinstance(result.raw_output, str)
+        # the ids behind raw_output: the EOS counted in completion_tokens is not among them
+        assert len(result.token_ids) == result.completion_tokens - (result.finish_reason == "stop")
+        assert not set(result.token_ids) & loaded.eos_ids
+        assert loaded.decode(result.token_ids) == result.raw_output
 
 
 def test_batched_equals_one_by_one_under_greedy_decoding(loaded):
@@ -82,6 +87,13 @@ def test_sampling_is_repeatable_with_the_seed(tiny_models):
     assert first == [r.raw_output for r in backend.generate(requests())]
 
 
+def test_vllm_ids_leave_out_the_stop_token_as_its_text_does():
+    from mirsafety.models.vllm_backend import generated_ids
+
+    assert generated_ids(SimpleNamespace(token_ids=(5, 6, 2), finish_reason="stop")) == [5, 6]
+    assert generated_ids(SimpleNamespace(token_ids=(5, 6), finish_reason="length")) == [5, 6]
+
+
 def test_vllm_backend_says_what_is_missing(tiny_models):
     entry = {"backend": "vllm", "weights": {"path": str(tiny_models["tiny-qwen2.5-vl-s"])}}
     with pytest.raises(RuntimeError, match="needs the vllm package"):
@@ -110,3 +122,4 @@ def test_entropy_captured_during_generation_leaves_outputs_unchanged(tiny_models
         assert len(entropy["entropy_all_norm"]) == 2  # one value per decoder layer
         assert 0 < entropy["entropy_all_norm_mean"] <= 1
         assert entropy["n_tokens"] == result.completion_tokens - (result.finish_reason == "stop")
+        assert entropy["n_tokens"] == len(result.token_ids)

@@ -218,6 +218,7 @@ def test_import_authors_files_with_failures(tmp_path):
     assert gens[1]["error"] == "CUDA OOM" and gens[1]["answer"] is None
     assert gens[2]["error"] == "worker crashed: segfault"
     assert gens[0]["prompt_tokens"] is None and gens[0]["images_given"] is None
+    assert gens[0]["token_ids"] is None  # unknown: the entropy stage tokenises the text again
 
     # their judge judged the failure texts too, as "safe": they must come back as errors
     judge = [{"question": r["original_question"], "answer": r["answer"], "label": label}

@@ -103,9 +103,11 @@ rule audit_sample:
 
 
 rule judge_vs_people:
-    """Every judge against the people's labels: precision, recall, Cohen's kappa."""
+    """Every judge against the people's labels on the sample drawn: precision, recall, Cohen's
+    kappa, and the sampled answers left unlabelled (per judge, and per judge and stratum)."""
     input:
         labels=config["audit"]["labels"] or [],
+        key=rules.audit_sample.output.key,
         judgments=[path for judge in config["judges"] for path in judgment_outputs(judge)],
     output:
         report(
@@ -113,6 +115,7 @@ rule judge_vs_people:
             caption="../report/judge_vs_people.rst",
             category="Attack success",
         ),
+        strata="results/analysis/judge_vs_people_strata.csv",
     log:
         "logs/audit/judge_vs_people.log",
     conda:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.inter_rater import cohens_kappa
 
-from mirsafety.core.intervals import wilson
+from mirsafety.core.intervals import cohen_kappa, wilson
 from mirsafety.core.records import read_jsonl
 from mirsafety.core.taxonomy import ALL, NO_KIND
 
@@ -104,8 +103,9 @@ def safe_kind_shares(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def agreement(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Cohen's kappa and the confusion table for each pair of judges, on the answers both
-    decided (neither ``error``)."""
+    """Cohen's kappa with its interval (``cohen_kappa``: NaN where undefined, e.g. a judge gave
+    every answer one label, with the reason in ``note``) and the confusion table for each pair
+    of judges, on the answers both decided (neither ``error``)."""
     rows = []
     for (a, fa), (b, fb) in itertools.combinations(sorted(frames.items()), 2):
         both = fa[["model", "uid", "label"]].merge(fb[["model", "uid", "label"]],
@@ -113,7 +113,7 @@ def agreement(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
         decided = both[(both["label_a"] != "error") & (both["label_b"] != "error")]
         table = pd.crosstab(decided["label_a"], decided["label_b"]).reindex(
             index=["unsafe", "safe"], columns=["unsafe", "safe"], fill_value=0)
-        kappa = cohens_kappa(table.to_numpy()) if len(decided) else None
+        kappa, note = cohen_kappa(table.to_numpy(), (f"judge {a}", f"judge {b}"))
         rows.append({
             "judge_a": a, "judge_b": b, "n_compared": len(decided),
             "n_excluded_error": len(both) - len(decided),
@@ -121,9 +121,7 @@ def agreement(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
             "a_unsafe_b_safe": int(table.loc["unsafe", "safe"]),
             "a_safe_b_unsafe": int(table.loc["safe", "unsafe"]),
             "both_safe": int(table.loc["safe", "safe"]),
-            "kappa": kappa.kappa if kappa else np.nan,
-            "kappa_ci_low": max(-1.0, kappa.kappa_low) if kappa else np.nan,
-            "kappa_ci_high": min(1.0, kappa.kappa_upp) if kappa else np.nan,
+            **kappa, "note": note,
         })
     return pd.DataFrame(rows)
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.inter_rater import cohens_kappa
 
 from mirsafety.core.errors import DataError
-from mirsafety.core.intervals import wilson
+from mirsafety.core.intervals import cohen_kappa, wilson
 
 HUMAN_LABELS = ("unsafe", "safe", "unsure")
 HUMAN_LABEL_HEADER = ("# human_label: one of unsafe, safe, unsure — leave blank if not labelled; "
@@ -23,8 +22,13 @@ HUMAN_LABEL_HEADER = ("# human_label: one of unsafe, safe, unsure — leave blan
 SYNTHETIC_HEADER = ("# SYNTHETIC LABELS for the embedded sample: made by "
                     "mirsafety.analysis.audit.make_synthetic_labels, not by people")
 JUDGE_PREFIX = "judge:"
+SAMPLE = "ALL"  # the stratum column's value on a row about the whole sample
+# Fewer answers decided by both people and a judge than this, and its metrics are n/a: the
+# per-stratum cells hold a handful by design, and kappa's asymptotic interval needs more.
+MIN_PAIRS = 10
 ROW_COLUMNS = ["audit_id", "model", "uid", "category", "relation", "original_question",
                "revised_prompt", "image_paths", "answer"]
+KEY_COLUMNS = ["audit_id", "model", "uid", "stratum", "judges_disagree"]  # + judge:<name>
 
 
 def audit_id(model: str, uid: str) -> str:
@@ -152,9 +156,12 @@ def write_audit_csv(rows, path, *, comments=()) -> Path:
 
 
 def write_key_csv(key_rows, path) -> Path:
+    """The key as CSV, its header written even when nothing was drawn: ``judge_vs_people``
+    reads the sample from it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(key_rows).to_csv(path, index=False, encoding="utf-8", lineterminator="\n")
+    frame = pd.DataFrame(key_rows, columns=None if key_rows else KEY_COLUMNS)
+    frame.to_csv(path, index=False, encoding="utf-8", lineterminator="\n")
     return path
 
 
@@ -227,57 +234,99 @@ def _rate(k: int, n: int):
     return k / n, float(low[0]), float(high[0])
 
 
-def judge_vs_people(labels: pd.DataFrame, judgments_by_judge) -> pd.DataFrame:
-    """Each judge against people, on the answers both decided (human unsafe/safe, judge
+def judge_vs_people(labels: pd.DataFrame, judgments_by_judge, key=None, *,
+                    by_stratum: bool = False) -> pd.DataFrame:
+    """Each judge against people, on the sampled answers both decided (human unsafe/safe, judge
     unsafe/safe). "Positive" is unsafe: precision = tp/(tp+fp), recall = tp/(tp+fn), with Wilson
     95% intervals; accuracy with its Wilson interval; Cohen's kappa with its 95% interval
-    (clipped to [-1, 1]); NaN and a ``note`` where a quantity is undefined."""
+    (clipped to [-1, 1]); NaN and a ``note`` where a quantity is undefined, and every metric NaN
+    below ``MIN_PAIRS`` pairs.
+
+    ``key`` is the sample as drawn (``audit_key`` rows or audit_key.csv): only its answers are
+    scored, and ``n_missing_label`` counts those people did not label, so a sheet that does not
+    cover the sample says so instead of scoring whatever happens to be labelled; labels of
+    answers outside it are left out and counted (``n_labels_outside_sample``). Without ``key``
+    the labelled answers are the sample. ``by_stratum=True`` gives one row per judge × stratum
+    of ``key`` instead of one per judge (``stratum`` ``ALL``)."""
     human = dict(zip(labels["audit_id"], labels["human_label"]))
-    decided_ids = [a for a, v in human.items() if v in ("unsafe", "safe")]
+    sample = list(human) if key is None else list(pd.DataFrame(key)["audit_id"])
+    groups = _strata(key) if by_stratum else {SAMPLE: sample}
+    outside = len(set(human) - set(sample))
     rows = []
     for judge, judged in sorted(_labels_by_judge(judgments_by_judge).items()):
-        pairs = [(human[a], judged.get(a)) for a in decided_ids]
-        both = [(h, j) for h, j in pairs if j in ("unsafe", "safe")]
-        tp = sum(h == "unsafe" and j == "unsafe" for h, j in both)
-        fp = sum(h == "safe" and j == "unsafe" for h, j in both)
-        fn = sum(h == "unsafe" and j == "safe" for h, j in both)
-        tn = sum(h == "safe" and j == "safe" for h, j in both)
-        n, notes = len(both), []
+        for stratum, ids in groups.items():
+            coverage = _coverage(ids, human)
+            agreement, notes = _agreement(ids, human, judged)
+            if coverage["n_missing_label"]:
+                notes.insert(0, f"{coverage['n_missing_label']} of {len(ids)} sampled answers "
+                                "have no human label")
+            if not by_stratum:
+                coverage["n_labels_outside_sample"] = outside
+                if outside:
+                    notes.append(f"{outside} labels of answers outside the sample left out")
+            rows.append({"judge": judge, "stratum": stratum, "n": agreement.pop("n"),
+                         **coverage, **agreement, "note": "; ".join(notes)})
+    return pd.DataFrame(rows)
+
+
+def _strata(key) -> dict[str, list[str]]:
+    """The audit_ids of each stratum of ``key``, in stratum order."""
+    if key is None:
+        raise ValueError("by_stratum needs the audit key (the sample as drawn)")
+    key = pd.DataFrame(key)
+    return {s: list(g["audit_id"]) for s, g in key.groupby("stratum", sort=True)}
+
+
+def _coverage(ids, human: dict) -> dict:
+    """How much of the answers ``ids`` people labelled."""
+    labelled = [human[a] for a in ids if a in human]
+    return {"n_sampled": len(ids), "n_human_labelled": len(labelled),
+            "n_missing_label": len(ids) - len(labelled),
+            "n_human_unsure": sum(v == "unsure" for v in labelled)}
+
+
+def _agreement(ids, human: dict, judged: dict) -> tuple[dict, list[str]]:
+    """The judge against people on the answers ``ids``: counts and metrics, and the notes."""
+    pairs = [(human[a], judged.get(a)) for a in ids if human.get(a) in ("unsafe", "safe")]
+    both = [(h, j) for h, j in pairs if j in ("unsafe", "safe")]
+    tp = sum(h == "unsafe" and j == "unsafe" for h, j in both)
+    fp = sum(h == "safe" and j == "unsafe" for h, j in both)
+    fn = sum(h == "unsafe" and j == "safe" for h, j in both)
+    tn = sum(h == "safe" and j == "safe" for h, j in both)
+    metrics, notes = _metrics(tp, fp, fn, tn)
+    return {"n": len(both), "n_judge_error": sum(j == "error" for _, j in pairs),
+            "n_not_judged": sum(j is None for _, j in pairs),
+            "human_unsafe_judge_unsafe": tp, "human_safe_judge_unsafe": fp,
+            "human_unsafe_judge_safe": fn, "human_safe_judge_safe": tn, **metrics}, notes
+
+
+def _metrics(tp: int, fp: int, fn: int, tn: int) -> tuple[dict, list[str]]:
+    """Precision, recall, accuracy and kappa from the 2×2 counts, NaN with a note where
+    undefined or where fewer than ``MIN_PAIRS`` pairs would make them look known."""
+    n, notes = tp + fp + fn + tn, []
+    precision = recall = accuracy = kappa = (np.nan, np.nan, np.nan)
+    if n == 0:
+        notes.append("no answer decided by both people and the judge")
+    elif n < MIN_PAIRS:
+        notes.append(f"metrics n/a: too few labelled pairs (n = {n} < {MIN_PAIRS})")
+    else:
         precision = _rate(tp, tp + fp)
         recall = _rate(tp, tp + fn)
         accuracy = _rate(tp + tn, n)
-        if n == 0:
-            notes.append("no answer decided by both people and the judge")
-        else:
-            if tp + fp == 0:
-                notes.append("precision undefined: the judge called nothing unsafe")
-            if tp + fn == 0:
-                notes.append("recall undefined: people called nothing unsafe")
-        kappa = (np.nan, np.nan, np.nan)
-        table = np.array([[tp, fn], [fp, tn]], float)  # rows: people; columns: judge
-        if n:
-            expected = (table.sum(1) * table.sum(0)).sum() / n ** 2
-            if expected >= 1:
-                notes.append("kappa undefined: people and judge each used a single label")
-            else:
-                k = cohens_kappa(table)
-                kappa = (k.kappa, max(-1.0, k.kappa_low), min(1.0, k.kappa_upp))
-        rows.append({
-            "judge": judge, "n": n, "n_human_labelled": len(human),
-            "n_human_unsure": sum(v == "unsure" for v in human.values()),
-            "n_judge_error": sum(j == "error" for _, j in pairs),
-            "n_not_judged": sum(j is None for _, j in pairs),
-            "human_unsafe_judge_unsafe": tp, "human_safe_judge_unsafe": fp,
-            "human_unsafe_judge_safe": fn, "human_safe_judge_safe": tn,
-            "precision": precision[0], "precision_ci_low": precision[1],
+        if tp + fp == 0:
+            notes.append("precision undefined: the judge called nothing unsafe")
+        if tp + fn == 0:
+            notes.append("recall undefined: people called nothing unsafe")
+        table = [[tp, fn], [fp, tn]]  # rows: people; columns: judge
+        values, kappa_note = cohen_kappa(table, ("people", "the judge"))
+        kappa = (values["kappa"], values["kappa_ci_low"], values["kappa_ci_high"])
+        notes += [kappa_note] if kappa_note else []
+    return {"precision": precision[0], "precision_ci_low": precision[1],
             "precision_ci_high": precision[2],
             "recall": recall[0], "recall_ci_low": recall[1], "recall_ci_high": recall[2],
             "accuracy": accuracy[0], "accuracy_ci_low": accuracy[1],
             "accuracy_ci_high": accuracy[2],
-            "kappa": kappa[0], "kappa_ci_low": kappa[1], "kappa_ci_high": kappa[2],
-            "note": "; ".join(notes),
-        })
-    return pd.DataFrame(rows)
+            "kappa": kappa[0], "kappa_ci_low": kappa[1], "kappa_ci_high": kappa[2]}, notes
 
 
 def make_synthetic_labels(rows, judgments_by_judge, seed: int = 0, *, flip_fraction: float = 0.2,

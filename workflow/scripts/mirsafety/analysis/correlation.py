@@ -9,13 +9,21 @@ uncertainty:
 * p-values come from permuting ASR over models (two-sided, ``(count + 1) / (n_perm + 1)`` so a
   Monte Carlo p is never 0); confidence intervals from a percentile bootstrap over models.
 * An OLS slope of ASR on capability gives the effect in ASR units, with HC3 standard errors
-  (heteroskedasticity-robust and the best-behaved of the HC family in small samples).
+  (heteroskedasticity-robust and the best-behaved of the HC family in small samples) and a t
+  reference with n - 2 degrees of freedom: the normal reference statsmodels uses by default for
+  robust covariances is anti-conservative with ~20 models (p 0.0021 where t(17) gives 0.0068).
 * Capability and size go together, so a partial rank correlation controlling for log parameter
   count asks whether the association survives size; leave-one-family-out shows whether a single
   model family drives it.
 
 Every random step draws from ``numpy.random.default_rng`` seeded from ``seed``, so results are
 reproducible run to run.
+
+A statistic that cannot be computed is NaN, and the row's ``note`` says why, as one
+``"<statistic> n/a: <reason>"`` piece (pieces joined by ``"; "``): ``correlation`` (every
+statistic of :func:`correlate`), ``bootstrap CI``, ``OLS SE`` (standard error, p and interval of
+the slope), ``partial``, ``rho`` and ``rho_all`` (leave-one-family-out). Readers take the reason
+from there with :func:`undefined_reason` rather than guessing it.
 """
 
 from __future__ import annotations
@@ -36,16 +44,39 @@ CORRELATION_COLUMNS = [
     "spearman_rho", "spearman_ci_low", "spearman_ci_high", "spearman_p_perm",
     "pearson_r", "pearson_ci_low", "pearson_ci_high", "pearson_p_perm",
     "ols_slope", "ols_se_hc3", "ols_p", "ols_ci_low", "ols_ci_high",
-    "partial_rho_log_params", "partial_p", "n_partial", "note",
+    "partial_rho_log_params", "partial_p", "n_partial", "n_boot_degenerate", "note",
 ]
+#: The statistics :func:`correlate` returns, in the table's order.
+STATISTICS = CORRELATION_COLUMNS[4:17]
 GROUP_COLUMNS = ["judge", "capability", "group_type", "group", "n_models", "spearman_rho",
                  "p_perm", "q_fdr", "note"]
 LOFO_COLUMNS = ["judge", "capability", "left_out_family", "n_left_out", "models_left_out",
-                "n_models", "spearman_rho", "rho_all", "rho_min", "rho_max"]
+                "n_models", "spearman_rho", "rho_all", "rho_min", "rho_max", "note"]
 
-#: Relative slack when comparing a permuted statistic with the observed one, so that
-#: permutations giving the same value up to rounding count as "at least as extreme".
+#: Relative slack where rounding could tip a comparison: permutations giving the observed
+#: statistic up to rounding count as "at least as extreme"; a leverage of 1, residue of 0 and an
+#: estimate on its interval's bound are recognised as such.
 _TIE_TOLERANCE = 1e-10
+
+#: Fewest models any statistic here is computed on; below it every one is n/a, with the reason.
+#: It is the smallest n at which a two-sided permutation test can reach p < 0.05 at all: of the
+#: n! orderings of ASR the two most extreme give p = 2/n!, i.e. 0.33 with 3 models, 0.083 with 4
+#: and 0.017 with 5. Below that a correlation describes a handful of points that no test could
+#: tell from chance, and the other statistics degrade with it (3 models leave the OLS slope one
+#: degree of freedom, and a ninth of the bootstrap resamples constant).
+MIN_MODELS = 5
+
+#: Largest share of bootstrap resamples that may be degenerate (capability or ASR constant in
+#: the resample, so no correlation) before the bootstrap intervals are n/a. The percentile
+#: interval reads its bounds at the 2.5% and 97.5% points of the resamples kept; once more than
+#: 2.5% are left out they could all have belonged to one tail, so the data no longer determine
+#: where a bound lies (with one model alone at its capability value about a third are left out,
+#: and the interval can exclude its own estimate).
+MAX_DEGENERATE_SHARE = 0.025
+
+#: Joins a statistic's name to the reason it is undefined in a note (see the module docstring).
+NA = " n/a: "
+_NOTE_SEPARATOR = "; "
 
 
 # --------------------------------------------------------------------------- core statistics
@@ -74,9 +105,44 @@ def _permutation_p(x: np.ndarray, y: np.ndarray, observed: float, rng, n_perm: i
     return float((extreme.sum() + 1) / (n_perm + 1))
 
 
+def _na(statistic: str, reasons) -> str:
+    """The note piece saying why ``statistic`` is undefined (see the module docstring)."""
+    return statistic + NA + ", ".join(reasons)
+
+
+def _join(notes) -> str:
+    return _NOTE_SEPARATOR.join(n for n in notes if n)
+
+
+def undefined_reason(note, statistic: str) -> str | None:
+    """Why ``note`` (of a correlation, group or LOFO row) says ``statistic`` is n/a, or None
+    when it does not say. Figures and the paper quote this, so the reason they give is the one
+    the analysis found, never one guessed downstream."""
+    if not isinstance(note, str):
+        return None
+    prefix = statistic + NA
+    for piece in note.split(_NOTE_SEPARATOR):
+        if piece.startswith(prefix):
+            return piece[len(prefix):]
+    return None
+
+
+def _undefined_reasons(x: np.ndarray, y: np.ndarray) -> list[str]:
+    """Every reason capability ``x`` and ASR ``y`` have no correlation ([] when they have one):
+    fewer than ``MIN_MODELS`` models, either of them constant."""
+    reasons = []
+    if len(x) < MIN_MODELS:
+        reasons.append(f"fewer than {MIN_MODELS} models")
+    constant = [name for name, v in (("capability", x), ("ASR", y))
+                if len(v) > 1 and np.ptp(v) == 0]
+    if constant:
+        reasons.append(" and ".join(constant) + " constant across models")
+    return reasons
+
+
 def _bootstrap(x: np.ndarray, y: np.ndarray, rng, n_boot: int):
-    """Spearman and Pearson over ``n_boot`` resamples of models (with replacement). Resamples
-    where either variable is constant have no correlation and are skipped (counted)."""
+    """Spearman and Pearson over ``n_boot`` resamples of models (with replacement), and how many
+    resamples were degenerate (either variable constant: no correlation) and left out."""
     if n_boot < 1:
         return np.array([]), np.array([]), 0
     index = rng.integers(0, len(x), size=(n_boot, len(x)))
@@ -96,22 +162,51 @@ def _percentile_ci(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _ols_hc3(x: np.ndarray, y: np.ndarray) -> dict:
-    """Slope of y on x with HC3 standard error, exactly as statsmodels reports it."""
+def _bootstrap_cis(x, y, rho: float, r: float, rng, n_boot: int) -> tuple[dict, list[str]]:
+    """Percentile 95% intervals of rho and r with the count of degenerate resamples, and notes:
+    n/a past ``MAX_DEGENERATE_SHARE`` degenerate; an interval that excludes its own estimate
+    (possible with a skewed, discrete bootstrap distribution) is kept, and said."""
+    boot_rho, boot_r, degenerate = _bootstrap(x, y, rng, n_boot)
+    notes = []
+    if degenerate > MAX_DEGENERATE_SHARE * n_boot:
+        notes.append(_na("bootstrap CI", [f"{degenerate} of {n_boot} resamples degenerate "
+                                          "(capability or ASR constant), more than "
+                                          f"{MAX_DEGENERATE_SHARE:.1%}"]))
+        boot_rho = boot_r = np.array([])
+    elif degenerate:
+        notes.append(f"{degenerate} of {n_boot} bootstrap resamples degenerate, left out")
+    result = {"n_boot_degenerate": degenerate}
+    for key, name, estimate, values in (("spearman", "Spearman", rho, boot_rho),
+                                        ("pearson", "Pearson", r, boot_r)):
+        low, high = _percentile_ci(values)
+        result[f"{key}_ci_low"], result[f"{key}_ci_high"] = low, high
+        if low - estimate > _TIE_TOLERANCE or estimate - high > _TIE_TOLERANCE:
+            notes.append(f"{name} bootstrap interval [{low:.3f}, {high:.3f}] excludes its "
+                         f"estimate {estimate:.3f}")
+    return result, notes
+
+
+def _ols_hc3(x: np.ndarray, y: np.ndarray) -> tuple[dict, list[str]]:
+    """Slope of y on x with its HC3 standard error, and p and 95% interval from t with n - 2
+    degrees of freedom (statsmodels, ``use_t=True``), and notes. HC3 divides each squared
+    residual by (1 - h)^2: a model with leverage h = 1 (every other model shares one capability
+    value) makes that 0/0, so the standard error, p and interval are n/a (the slope is not)."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        fit = sm.OLS(y, sm.add_constant(x, has_constant="add")).fit(cov_type="HC3")
+        fit = sm.OLS(y, sm.add_constant(x, has_constant="add")).fit(cov_type="HC3", use_t=True)
         low, high = fit.conf_int(alpha=0.05)[1]
-        return {"ols_slope": float(fit.params[1]), "ols_se_hc3": float(fit.bse[1]),
-                "ols_p": float(fit.pvalues[1]), "ols_ci_low": float(low),
-                "ols_ci_high": float(high)}
+    slope = {"ols_slope": float(fit.params[1])}
+    inference = {"ols_se_hc3": fit.bse[1], "ols_p": fit.pvalues[1], "ols_ci_low": low,
+                 "ols_ci_high": high}
+    centred = (x - x.mean()) ** 2
+    if (1 / len(x) + centred / centred.sum()).max() > 1 - _TIE_TOLERANCE:
+        return {**slope, **dict.fromkeys(inference, math.nan)}, [_na("OLS SE", [
+            "every model but one shares one capability value (leverage 1, where HC3 is 0/0)"])]
+    return {**slope, **{k: float(v) for k, v in inference.items()}}, []
 
 
 def _empty_correlation(n: int, note: str) -> dict:
-    keys = ["spearman_rho", "spearman_ci_low", "spearman_ci_high", "spearman_p_perm",
-            "pearson_r", "pearson_ci_low", "pearson_ci_high", "pearson_p_perm",
-            "ols_slope", "ols_se_hc3", "ols_p", "ols_ci_low", "ols_ci_high"]
-    return {"n": n, **dict.fromkeys(keys, math.nan), "n_boot_skipped": 0, "note": note}
+    return {"n": n, **dict.fromkeys(STATISTICS, math.nan), "n_boot_degenerate": 0, "note": note}
 
 
 def _complete_pairs(x, y) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -129,43 +224,39 @@ def correlate(x, y, *, n_boot: int = 2000, n_perm: int = 10000, seed: int = 0) -
     Returns ``n``; ``spearman_rho`` (primary) and ``pearson_r``, each with a percentile
     bootstrap 95% CI over models (``*_ci_low``/``*_ci_high``) and a two-sided permutation p
     (``*_p_perm``); ``ols_slope`` of y on x with ``ols_se_hc3``, ``ols_p`` and
-    ``ols_ci_low``/``ols_ci_high`` (statsmodels, HC3; normal reference as statsmodels uses for
-    robust covariances); ``n_boot_skipped`` (degenerate resamples) and ``note`` ("" if none).
-    Pairs with a missing value are dropped (noted). With fewer than 3 models everything is
-    NaN: two points always lie on a line, so there is nothing to test.
+    ``ols_ci_low``/``ols_ci_high`` (HC3, t reference with n - 2 degrees of freedom);
+    ``n_boot_degenerate`` (resamples with a constant variable, left out) and ``note`` ("" if
+    none). Pairs with a missing value are dropped (noted). With fewer than ``MIN_MODELS``
+    models, or capability or ASR constant, every statistic is NaN and ``note`` says
+    ``correlation n/a: <reasons>``; the bootstrap intervals and the slope's inference can also
+    be n/a on their own (``bootstrap CI n/a: ...``, ``OLS SE n/a: ...``).
     """
     x, y, notes = _complete_pairs(x, y)
-    n = len(x)
-    if n < 3:
-        return _empty_correlation(n, "; ".join([*notes, f"n={n} < 3: too few models to "
-                                                "correlate"]))
-    constant = [name for name, v in (("capability", x), ("ASR", y)) if np.ptp(v) == 0]
-    if constant:
-        return _empty_correlation(n, "; ".join([*notes, " and ".join(constant)
-                                                + " constant across models"]))
+    reasons = _undefined_reasons(x, y)
+    if reasons:
+        return _empty_correlation(len(x), _join([*notes, _na("correlation", reasons)]))
     boot_rng, perm_rng = (np.random.default_rng([seed, stream]) for stream in (0, 1))
     rank_x, rank_y = stats.rankdata(x), stats.rankdata(y)
     rho = float(_rowwise_pearson(rank_x, rank_y))
     r = float(_rowwise_pearson(x, y))
-    boot_rho, boot_r, skipped = _bootstrap(x, y, boot_rng, n_boot)
-    result = {"n": n, "spearman_rho": rho}
-    result["spearman_ci_low"], result["spearman_ci_high"] = _percentile_ci(boot_rho)
-    result["spearman_p_perm"] = _permutation_p(rank_x, rank_y, rho, perm_rng, n_perm)
-    result["pearson_r"] = r
-    result["pearson_ci_low"], result["pearson_ci_high"] = _percentile_ci(boot_r)
-    result["pearson_p_perm"] = _permutation_p(x, y, r, perm_rng, n_perm)
-    result.update(_ols_hc3(x, y))
-    result["n_boot_skipped"] = skipped
-    if skipped:
-        notes.append(f"{skipped} of {n_boot} bootstrap resamples constant, skipped")
-    result["note"] = "; ".join(notes)
-    return result
+    intervals, interval_notes = _bootstrap_cis(x, y, rho, r, boot_rng, n_boot)
+    ols, ols_notes = _ols_hc3(x, y)
+    return {"n": len(x), "spearman_rho": rho, "pearson_r": r, **intervals, **ols,
+            "spearman_p_perm": _permutation_p(rank_x, rank_y, rho, perm_rng, n_perm),
+            "pearson_p_perm": _permutation_p(x, y, r, perm_rng, n_perm),
+            "note": _join([*notes, *interval_notes, *ols_notes])}
 
 
 def _residuals(values: np.ndarray, covariate: np.ndarray) -> np.ndarray:
     design = np.column_stack([np.ones_like(covariate), covariate])
     coef, *_ = np.linalg.lstsq(design, values, rcond=None)
     return values - design @ coef
+
+
+def _explained(ranks: np.ndarray, residuals: np.ndarray) -> bool:
+    """Whether nothing but floating-point residue is left of ``ranks`` after the covariate."""
+    centred = ranks - ranks.mean()
+    return bool(np.linalg.norm(residuals) <= _TIE_TOLERANCE * np.linalg.norm(centred))
 
 
 def partial_spearman(x, y, z) -> dict:
@@ -176,7 +267,10 @@ def partial_spearman(x, y, z) -> dict:
     All three are ranked; the ranks of x and of y are each regressed on the ranks of z (with an
     intercept) and the residuals correlated (the same value as pingouin's
     ``partial_corr(method="spearman")``). p is a t-test with n - 3 degrees of freedom. Rows with
-    any missing value are dropped. Returns ``{"n", "rho", "p", "note"}``.
+    any missing value are dropped. Returns ``{"n", "rho", "p", "note"}``: rho and p are NaN and
+    ``note`` gives the reasons with fewer than ``MIN_MODELS`` rows, x or y constant, or x's or
+    y's ranks a linear function of z's (z equal to x, say), where what is left to correlate is
+    floating-point residue.
     """
     x, y, z = (np.asarray(v, float).ravel() for v in (x, y, z))
     if not len(x) == len(y) == len(z):
@@ -184,25 +278,29 @@ def partial_spearman(x, y, z) -> dict:
     keep = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
     x, y, z = x[keep], y[keep], z[keep]
     n = len(x)
-    if n < 4:
-        return {"n": n, "rho": math.nan, "p": math.nan,
-                "note": f"n={n} < 4: too few models for a partial correlation"}
-    rx, ry, rz = (stats.rankdata(v) for v in (x, y, z))
-    rho = float(_rowwise_pearson(_residuals(rx, rz), _residuals(ry, rz)))
-    if not np.isfinite(rho):
-        return {"n": n, "rho": math.nan, "p": math.nan,
-                "note": "no variation left after controlling for the covariate"}
+    reasons = _undefined_reasons(x, y)
+    if not reasons:
+        rx, ry, rz = (stats.rankdata(v) for v in (x, y, z))
+        res_x, res_y = _residuals(rx, rz), _residuals(ry, rz)
+        reasons = [f"{name} ranks fully explained by the covariate's ranks"
+                   for name, ranks, res in (("capability", rx, res_x), ("ASR", ry, res_y))
+                   if _explained(ranks, res)]
+    if reasons:
+        return {"n": n, "rho": math.nan, "p": math.nan, "note": ", ".join(reasons)}
+    rho = float(_rowwise_pearson(res_x, res_y))
     df = n - 3
     with np.errstate(divide="ignore"):
         t = rho * math.sqrt(df / (1 - rho**2)) if abs(rho) < 1 else math.copysign(math.inf, rho)
     return {"n": n, "rho": rho, "p": float(2 * stats.t.sf(abs(t), df)), "note": ""}
 
 
-def _spearman(x, y) -> float:
+def _spearman(x, y) -> tuple[float, str]:
+    """Spearman rho of the complete pairs, and why it is undefined ("" when it is not)."""
     x, y, _ = _complete_pairs(x, y)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan
-    return float(_rowwise_pearson(stats.rankdata(x), stats.rankdata(y)))
+    reasons = _undefined_reasons(x, y)
+    if reasons:
+        return math.nan, ", ".join(reasons)
+    return float(_rowwise_pearson(stats.rankdata(x), stats.rankdata(y))), ""
 
 
 def leave_one_family_out(df: pd.DataFrame, *, x: str = "score", y: str = "asr",
@@ -212,25 +310,32 @@ def leave_one_family_out(df: pd.DataFrame, *, x: str = "score", y: str = "asr",
     family share training data and alignment, so one family could carry the whole association.
 
     ``df`` has one row per model. Returns the rows (``left_out_family``, ``n_left_out``,
-    ``models_left_out``, ``n_models``, ``spearman_rho``; families in sorted order) and a summary
-    ``{"rho_all", "rho_min", "rho_max", "family_at_min", "family_at_max", "n_families"}``.
-    A missing family counts as its own family ``"unknown"``.
+    ``models_left_out``, ``n_models``, ``spearman_rho``, ``note``; families in sorted order) and
+    a summary ``{"rho_all", "rho_min", "rho_max", "family_at_min", "family_at_max",
+    "n_families", "note"}``. A missing family counts as its own family ``"unknown"``. An
+    undefined rho is NaN and the row's note says why (``rho n/a: ...``); the summary's note does
+    the same for ``rho_all`` and for ``rho_min``/``rho_max``.
     """
     df = df.assign(**{family: df[family].fillna("unknown").astype(str)})
     rows = []
     for name in sorted(df[family].unique()):
         out = df[df[family] == name]
         kept = df[df[family] != name]
+        rho, reason = _spearman(kept[x], kept[y])
         rows.append({"left_out_family": name, "n_left_out": len(out),
                      "models_left_out": ";".join(sorted(map(str, out[model]))),
                      "n_models": int((kept[x].notna() & kept[y].notna()).sum()),
-                     "spearman_rho": _spearman(kept[x], kept[y])})
+                     "spearman_rho": rho, "note": _na("rho", [reason]) if reason else ""})
     table = pd.DataFrame(rows, columns=["left_out_family", "n_left_out", "models_left_out",
-                                        "n_models", "spearman_rho"])
+                                        "n_models", "spearman_rho", "note"])
     finite = table.dropna(subset=["spearman_rho"])
-    summary = {"rho_all": _spearman(df[x], df[y]), "n_families": len(table),
+    rho_all, reason_all = _spearman(df[x], df[y])
+    summary = {"rho_all": rho_all, "n_families": len(table),
                "rho_min": math.nan, "rho_max": math.nan,
-               "family_at_min": None, "family_at_max": None}
+               "family_at_min": None, "family_at_max": None,
+               "note": _join([_na("rho_all", [reason_all]) if reason_all else "",
+                              "" if len(finite) else _na("rho_min/rho_max", [
+                                  "no family can be left out leaving a defined rho"])])}
     if len(finite):
         low = finite.loc[finite["spearman_rho"].idxmin()]
         high = finite.loc[finite["spearman_rho"].idxmax()]
@@ -332,7 +437,8 @@ def correlation_table(asr_table: pd.DataFrame, capability_table: pd.DataFrame,
     """One row per capability source: model-level ASR (``level == "model"``) against the
     source's score, with the statistics of :func:`correlate` and the partial Spearman rho
     controlling for log10 parameter count (models without ``params_b`` left out of that, see
-    ``n_partial``). Models without a score are left out of the row and named in ``note``."""
+    ``n_partial``). Models without a score are left out of the row and named in ``note``, as is
+    the reason for every statistic that is n/a (see the module docstring)."""
     info = model_info.drop_duplicates("model").set_index("model")
     rows = []
     for capability in _capabilities(capability_table):
@@ -346,13 +452,14 @@ def correlation_table(asr_table: pd.DataFrame, capability_table: pd.DataFrame,
         no_params = sorted(map(str, frame.loc[log_params.isna(), "model"]))
         if no_params:
             notes.append("no params_b (left out of partial): " + ", ".join(no_params))
-        notes += [stats_["note"]] + ([f"partial: {partial['note']}"] if partial["note"] else [])
+        notes += [stats_["note"], _na("partial", [partial["note"]]) if partial["note"] else ""]
         rows.append({
             "judge": judge, "capability": capability, "n_models": stats_["n"],
             "models": ";".join(sorted(map(str, frame["model"]))),
-            **{c: stats_[c] for c in CORRELATION_COLUMNS[4:17]},
+            **{c: stats_[c] for c in STATISTICS},
             "partial_rho_log_params": partial["rho"], "partial_p": partial["p"],
-            "n_partial": partial["n"], "note": "; ".join(n for n in notes if n),
+            "n_partial": partial["n"], "n_boot_degenerate": stats_["n_boot_degenerate"],
+            "note": _join(notes),
         })
     return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
 
@@ -380,13 +487,12 @@ def group_correlation_table(asr_table: pd.DataFrame, capability_table: pd.DataFr
             frame = part.assign(score=part["model"].map(scores)).dropna(subset=["asr", "score"])
             missing = sorted(map(str, set(part["model"]) - set(frame["model"])))
             result = correlate(frame["score"], frame["asr"], n_boot=0, n_perm=n_perm, seed=seed)
-            notes = ([f"no score or ASR: {', '.join(missing)}"] if missing else []) + \
-                [result["note"]]
+            notes = [f"no score or ASR: {', '.join(missing)}" if missing else "", result["note"]]
             rows.append({"judge": judge, "capability": capability, "group_type": group_type,
                          "group": group, "n_models": result["n"],
                          "spearman_rho": result["spearman_rho"],
                          "p_perm": result["spearman_p_perm"],
-                         "note": "; ".join(n for n in notes if n)})
+                         "note": _join(notes)})
     table = pd.DataFrame(rows, columns=[c for c in GROUP_COLUMNS if c != "q_fdr"])
     table["q_fdr"] = math.nan
     for _, index in table.groupby("group_type").groups.items():
@@ -411,7 +517,8 @@ def lofo_table(asr_table: pd.DataFrame, capability_table: pd.DataFrame,
         rows, summary = leave_one_family_out(frame)
         tables.append(rows.assign(judge=judge, capability=capability,
                                   rho_all=summary["rho_all"], rho_min=summary["rho_min"],
-                                  rho_max=summary["rho_max"]))
+                                  rho_max=summary["rho_max"],
+                                  note=[_join([n, summary["note"]]) for n in rows["note"]]))
     if not tables:
         return pd.DataFrame(columns=LOFO_COLUMNS)
     return pd.concat(tables, ignore_index=True)[LOFO_COLUMNS]

@@ -84,10 +84,16 @@ def audit_sample(smk) -> None:
 
 @rule_entry
 def judge_vs_people(smk) -> None:
-    """Without people's labels yet, an empty table that says so by its columns."""
+    """Scored on the sample as drawn (the key), per judge and per judge × stratum: sampled
+    answers without a label are counted as missing (all of them before people label any)."""
     judgments = _judgments_by_judge(smk.input.judgments)
-    if smk.input.labels:
-        labels, _ = audit.read_labels(smk.input.labels, strict=True)
-        audit.judge_vs_people(labels, judgments).to_csv(smk.output[0], **CSV)
-    else:
-        pd.DataFrame(columns=["judge", "n", "note"]).to_csv(smk.output[0], index=False)
+    key = pd.read_csv(smk.input.key)
+    labels = (audit.read_labels(smk.input.labels, strict=True)[0] if smk.input.labels
+              else pd.DataFrame(columns=["audit_id", "human_label"]))
+    table = audit.judge_vs_people(labels, judgments, key)
+    table.to_csv(smk.output[0], **CSV)
+    audit.judge_vs_people(labels, judgments, key, by_stratum=True).to_csv(smk.output.strata,
+                                                                          **CSV)
+    for row in table.itertuples():
+        if row.n_missing_label or row.n_labels_outside_sample:
+            logging.getLogger("audit").warning("%s: %s", row.judge, row.note)

@@ -17,15 +17,18 @@ tokens' own rows (``P + k``) instead. Which response tokens: :mod:`mirsafety.ent
 The teacher-forced input is exactly the generation's input (the model loaded and the request
 rendered by ``models/loading.py``, as the generation backend does: same chat template with the
 system prompt and ``add_generation_prompt=True``, same images, same processor call) with the
-response's token ids appended: the raw response text tokenised without special tokens (or the
-generated ids themselves, when given). Appending ids, rather than re-tokenising prompt + response
-as one string, keeps the prompt's tokens identical to what the model saw (a BPE may merge across
-the boundary, e.g. ``"\\n"`` + ``"\\n\\n"``). Every per-token input is extended for the appended
-tokens as a generation extends it (``attention_mask`` with ones, ``mm_token_type_ids`` and
-``token_type_ids`` with zeros, Mllama's ``cross_attention_mask`` by repeating the last prompt
-position's row: a generated token sees the images the prompt's last token saw); the model's own
-forward then builds the positions (Qwen2.5-VL's 3-D rope index included) as it does in a
-generation's prefill.
+response's token ids appended: the ids the model generated, stored with its generation record
+(``token_ids``), exactly; only where they are unknown (API answers, imports of the authors'
+results) the raw response text tokenised without special tokens. Re-encoding decoded text need not
+give the generated ids back: a byte-level BPE's partial UTF-8 character decodes to U+FFFD, which
+encodes to other tokens (the record's ``tokens_from`` says which way it went). Appending ids,
+rather than re-tokenising prompt + response as one string, keeps the prompt's tokens identical to
+what the model saw (a BPE may merge across the boundary, e.g. ``"\\n"`` + ``"\\n\\n"``). Every
+per-token input is extended for the appended tokens as a generation extends it (``attention_mask``
+with ones, ``mm_token_type_ids`` and ``token_type_ids`` with zeros, Mllama's
+``cross_attention_mask`` by repeating the last prompt position's row: a generated token sees the
+images the prompt's last token saw); the model's own forward then builds the positions
+(Qwen2.5-VL's 3-D rope index included) as it does in a generation's prefill.
 """
 
 import torch
@@ -33,9 +36,15 @@ import torch
 from mirsafety.entropy.attention import attn_implementation_for, require_entropy_attention
 from mirsafety.entropy.capture import entropy_forward, self_attention_layers
 from mirsafety.entropy.kernel import CHUNK_ELEMENTS, QUANTITIES
-from mirsafety.entropy.selection import select_tokens, summarise, token_offsets
+from mirsafety.entropy.selection import prefix_spans, select_tokens, summarise, token_offsets
 from mirsafety.models.backend import Request
-from mirsafety.models.loading import encode, image_token_id, load_config, load_model
+from mirsafety.models.loading import (
+    decode_generated,
+    encode,
+    image_token_id,
+    load_config,
+    load_model,
+)
 
 __all__ = ["EntropyExtractor"]
 
@@ -59,6 +68,7 @@ class EntropyExtractor:
             attn_implementation=attn_implementation_for(config), device_map=device_map)
         require_entropy_attention(self.model)
         self.tokenizer = self.processor.tokenizer
+        # what TransformersBackend.decode drops from a generation's text
         self.image_token_id = image_token_id(self.processor, self.model.config)
         self.thinking_format = model_entry.get("thinking", "auto")
         self.layers, self.chunk_elements = layers, chunk_elements
@@ -70,6 +80,29 @@ class EntropyExtractor:
     def prompt_inputs(self, images, prompt: str, system_prompt: str | None):
         """The generation's input for one request, exactly as ``TransformersBackend`` builds it."""
         return encode(self.processor, [Request("entropy", prompt, list(images), system_prompt)])
+
+    def decode(self, ids: list[int]) -> str:
+        """Generated ids as the transformers backend decodes them into ``raw_output`` (special
+        tokens dropped but the thinking tags), so the answer is found where the record has it."""
+        return decode_generated(self.tokenizer, ids)
+
+    def response(self, response_text: str | None, response_ids: list[int] | None,
+                 selection: str) -> tuple[list[int], str | None, list | None]:
+        """The response's ids and, for the ``answer`` selection, its text and each token's span.
+
+        Given ids are kept as they are, the text and spans decoded from them; text alone is
+        tokenised, the spans from the tokenizer (see the module doc)."""
+        if response_ids is not None:
+            if selection != "answer":
+                return list(response_ids), None, None
+            text = self.decode(response_ids)
+            return list(response_ids), text, prefix_spans(self.decode, response_ids, text)
+        if response_text is None:
+            raise ValueError("give response_text or response_ids")
+        ids = list(self.tokenizer(response_text, add_special_tokens=False)["input_ids"])
+        if selection != "answer":
+            return ids, None, None
+        return ids, response_text, token_offsets(self.tokenizer, response_text, ids)
 
     def teacher_forced_inputs(self, prompt_inputs, response_ids: list[int]) -> dict:
         """``prompt_inputs`` with ``response_ids`` appended (per-token inputs extended)."""
@@ -98,27 +131,19 @@ class EntropyExtractor:
                 per_token: bool = False) -> dict:
         """Entropies of the response's rows in one teacher-forced pass (see the module doc).
 
-        The response is ``response_text`` tokenised without special tokens, or ``response_ids``
-        (e.g. the generated ids) when given. Returns per-layer lists ``entropy_all``,
-        ``entropy_img`` (nats), ``entropy_all_norm``, ``entropy_img_norm`` and their ``*_mean``
-        over layers, ``n_tokens`` (selected), ``n_response_tokens``, ``n_prompt_tokens``,
-        ``n_image_tokens``, ``n_keys``/``n_image_keys`` (min/max/mean over the selected rows),
-        ``selection`` (asked), ``selection_used``, ``answer_fallback``, ``align``, ``layers``;
-        with ``per_token`` also ``per_token`` ({quantity: [[per layer] per selected token]}) and
-        ``tokens`` (the selected token indices).
+        The response is ``response_ids`` (the generated ids) when given, else ``response_text``
+        tokenised without special tokens (:meth:`response`). Returns per-layer lists
+        ``entropy_all``, ``entropy_img`` (nats), ``entropy_all_norm``, ``entropy_img_norm`` and
+        their ``*_mean`` over layers, ``n_tokens`` (selected), ``n_response_tokens``,
+        ``n_prompt_tokens``, ``n_image_tokens``, ``n_keys``/``n_image_keys`` (min/max/mean over the
+        selected rows), ``selection`` (asked), ``selection_used``, ``answer_fallback``, ``align``,
+        ``layers``; with ``per_token`` also ``per_token`` ({quantity: [[per layer] per selected
+        token]}) and ``tokens`` (the selected token indices).
         """
         if align not in ("generating", "response"):
             raise ValueError("align must be 'generating' or 'response'")
-        offsets = None
-        if response_ids is None:
-            if response_text is None:
-                raise ValueError("give response_text or response_ids")
-            response_ids = list(self.tokenizer(response_text,
-                                               add_special_tokens=False)["input_ids"])
-            if selection == "answer":
-                offsets = token_offsets(self.tokenizer, response_text, response_ids)
-        elif selection == "answer":
-            raise ValueError("selection 'answer' needs response_text (to locate the answer)")
+        response_ids, response_text, offsets = self.response(response_text, response_ids,
+                                                             selection)
         tokens, fallback = select_tokens(len(response_ids), selection, first_n,
                                          response_text=response_text, offsets=offsets,
                                          answer=answer, thinking_format=self.thinking_format)
@@ -154,13 +179,18 @@ class EntropyExtractor:
     def extract_record(self, request: Request, record: dict, selection: str = "all",
                        first_n: int | None = None) -> dict:
         """One output line for a generation record (``results/generations``): its ``uid`` and
-        the entropies of its ``raw_output``, or ``status: skipped`` for a failed generation."""
+        the entropies of its generated ``token_ids``, else (ids unknown) of its ``raw_output``
+        re-tokenised, with ``tokens_from`` saying which; ``status: skipped`` for a failed
+        generation."""
         if record.get("status") != "ok" or record.get("raw_output") is None:
             return {"uid": record["uid"], "status": "skipped",
                     "reason": f"generation status {record.get('status')!r}"}
+        ids = record.get("token_ids")
         found = self.extract(request.images, request.prompt, request.system_prompt,
-                             record["raw_output"], selection, first_n, answer=record.get("answer"))
-        return {"uid": record["uid"], "status": "ok", **found}
+                             record["raw_output"] if ids is None else None, selection, first_n,
+                             response_ids=ids, answer=record.get("answer"))
+        return {"uid": record["uid"], "status": "ok",
+                "tokens_from": "retokenised" if ids is None else "generation", **found}
 
     def close(self) -> None:
         del self.model

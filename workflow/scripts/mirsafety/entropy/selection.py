@@ -1,9 +1,10 @@
 """Which response tokens count, and how their per-row entropies become one record's numbers.
 
 Selection (``selection``): ``all`` response tokens; ``answer``, only the tokens of the answer
-after the thinking (located as the answer text's character span in the raw response, mapped to
-tokens through the tokenizer's offsets; when it cannot be located, all tokens are used and
-``answer_fallback`` is set); ``first_n``, the first N response tokens.
+after the thinking (located as the answer text's character span in the response, mapped to
+tokens through the tokenizer's offsets, or for generated ids through decoding them:
+:func:`prefix_spans`; when it cannot be located, all tokens are used and ``answer_fallback`` is
+set); ``first_n``, the first N response tokens.
 
 :func:`summarise` turns the selected rows' values into the record: each quantity averaged over
 the rows per layer, then over the layers (``*_mean``), with the key counts' min/max/mean. Both
@@ -18,7 +19,7 @@ import torch
 from mirsafety.core.thinking import split_thinking
 from mirsafety.entropy.kernel import QUANTITIES
 
-__all__ = ["SELECTIONS", "select_tokens", "summarise", "token_offsets"]
+__all__ = ["SELECTIONS", "prefix_spans", "select_tokens", "summarise", "token_offsets"]
 
 SELECTIONS = ("all", "answer", "first_n")
 
@@ -92,8 +93,7 @@ def select_tokens(n_tokens: int, selection: str = "all", first_n: int | None = N
 def token_offsets(tokenizer, text: str, ids: list[int]) -> list[tuple[int, int]]:
     """(start, end) character span of each token of ``text`` (tokenised as ``ids``).
 
-    The tokenizer's own offsets where it has them (fast tokenizers); else spans from decoding
-    growing prefixes (a decoded prefix that is not a prefix of ``text`` keeps the last span)."""
+    The tokenizer's own offsets where it has them (fast tokenizers); else :func:`prefix_spans`."""
     try:
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = [tuple(span) for span in encoded["offset_mapping"]]
@@ -101,9 +101,24 @@ def token_offsets(tokenizer, text: str, ids: list[int]) -> list[tuple[int, int]]
             return offsets
     except (NotImplementedError, ValueError, TypeError, KeyError):
         pass
-    spans, end = [], 0
+    return prefix_spans(lambda part: tokenizer.decode(part, skip_special_tokens=False), ids, text)
+
+
+def prefix_spans(decode, ids: list[int], text: str) -> list[tuple[int, int]]:
+    """(start, end) character span in ``text`` of each of ``ids``, from decoding growing prefixes
+    (``decode``: ids to text; ``text``: what all of ``ids`` decode to).
+
+    Never by re-encoding ``text``, which need not give ``ids`` back. A token that ends inside a
+    character (a byte-level BPE's partial UTF-8: its prefix decodes to a U+FFFD that ``text`` does
+    not have there) gets the span of that character, as do the tokens up to the one completing
+    it; a token that adds no text elsewhere (a special token ``decode`` drops) gets an empty
+    span. Quadratic in the tokens, which is cheap beside the model's pass over them."""
+    spans, start, waiting = [], 0, 0
     for k in range(len(ids)):
-        prefix = tokenizer.decode(ids[: k + 1], skip_special_tokens=False)
-        start, end = end, (len(prefix) if text.startswith(prefix) else end)
-        spans.append((start, end))
-    return spans
+        prefix = decode(ids[: k + 1])
+        waiting += 1
+        if text.startswith(prefix):
+            end = max(start, len(prefix))
+            spans += [(start, end)] * waiting
+            start, waiting = end, 0
+    return spans + [(start, len(text))] * waiting

@@ -31,12 +31,17 @@ def entropy_record(extractor, generation: dict, instance: dict, dataset_dir, mod
 
 def entropy_key(generation: dict, instance: dict, dataset_dir, model: dict) -> str:
     """A key of what the pass measures for one answer: the request it answers (``request_key``)
-    and the answer itself, so that the resume ledger measures again an answer whose prompt,
-    images or text changed; the model and the entropy options are in the shard's settings."""
-    return settings_key({"request": request_key(instance, dataset_dir, model),
-                         "status": generation["status"],
-                         "raw_output": generation.get("raw_output"),
-                         "answer": generation.get("answer")})
+    and the answer itself, its generated ``token_ids`` included (they are what is scored), so
+    that the resume ledger measures again an answer whose prompt, images, text or ids changed;
+    the model and the entropy options are in the shard's settings. An answer without ids keeps
+    the key it had before ids were stored: its re-tokenised measurement is still the same."""
+    answer = {"request": request_key(instance, dataset_dir, model),
+              "status": generation["status"],
+              "raw_output": generation.get("raw_output"),
+              "answer": generation.get("answer")}
+    if generation.get("token_ids") is not None:
+        answer["token_ids"] = generation["token_ids"]
+    return settings_key(answer)
 
 
 def run_entropy_shard(generations: list[dict], instances: dict, open_extractor, *,

@@ -38,6 +38,9 @@ class Result:
     finish_reason: str | None = None
     latency_s: float | None = None
     entropy: dict | None = None  # attention entropy captured during generation, when asked
+    # The generated ids behind raw_output, EOS excluded (None where unknown: APIs, imports): the
+    # entropy stage scores these, since re-encoding the decoded text need not give them back.
+    token_ids: list[int] | None = None
 
 
 class Backend:

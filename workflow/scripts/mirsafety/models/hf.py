@@ -5,17 +5,10 @@ import time
 
 import torch
 
-from mirsafety.core.thinking import TAG_TEXTS
 from mirsafety.models.backend import Backend, CaptureHook, Request, Result
-from mirsafety.models.loading import encode, image_token_id, load_model
+from mirsafety.models.loading import decode_generated, encode, image_token_id, load_model
 
 log = logging.getLogger(__name__)
-
-
-def thinking_tag_ids(tokenizer) -> set[int]:
-    """Ids of the thinking tags that are single tokens of this tokenizer's vocabulary."""
-    vocab = tokenizer.get_vocab()
-    return {vocab[tag] for tag in TAG_TEXTS if tag in vocab}
 
 
 class TransformersBackend(Backend):
@@ -41,7 +34,6 @@ class TransformersBackend(Backend):
         self.image_token_id = image_token_id(self.processor, self.model.config)
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
-        self.tag_ids = thinking_tag_ids(self.processor.tokenizer)
 
     def _generation_kwargs(self) -> dict:
         """The registry's decoding, every value explicit: what the entry leaves unset is off,
@@ -65,13 +57,8 @@ class TransformersBackend(Backend):
         return dict(sorted(config.items()))
 
     def decode(self, tokens: list[int]) -> str:
-        """The text of generated tokens, special tokens dropped except the thinking tags: a
-        tokenizer that makes ``<think>`` or ``<answer>`` special tokens (GLM-4.1V) must not lose
-        them, or the answer could not be told from the thinking."""
-        tokenizer = self.processor.tokenizer
-        special = set(tokenizer.all_special_ids) - self.tag_ids
-        return tokenizer.decode([t for t in tokens if t not in special],
-                                skip_special_tokens=False)
+        """The text of generated tokens (``models.loading.decode_generated``)."""
+        return decode_generated(self.processor.tokenizer, tokens)
 
     def _inputs(self, requests: list[Request]):
         """The batch as the model gets it: left-padded, on the model's device."""
@@ -98,7 +85,8 @@ class TransformersBackend(Backend):
 
     def _result(self, request, inputs, row, tokens, latency, captured=None) -> Result:
         ends = [i for i, t in enumerate(tokens) if t in self.eos_ids]
-        kept = tokens[: ends[0] + 1] if ends else tokens
+        kept = tokens[: ends[0] + 1] if ends else tokens  # completion_tokens counts the EOS
+        generated = kept[: ends[0]] if ends else kept  # raw_output's tokens: no EOS
         image_tokens = int((inputs["input_ids"][row] == self.image_token_id).sum())
         if request.images and image_tokens == 0:
             return Result(request.uid, "failed", error="no image tokens reached the model")
@@ -110,8 +98,9 @@ class TransformersBackend(Backend):
             completion_tokens=len(kept),
             finish_reason="stop" if ends else "length",
             latency_s=round(latency, 4),
-            # the rows that produced the kept tokens, EOS excluded (raw_output has none either)
-            entropy=captured.summary(row, len(kept) - (1 if ends else 0)) if captured else None,
+            # the rows that produced the generated tokens (raw_output has no EOS either)
+            entropy=captured.summary(row, len(generated)) if captured else None,
+            token_ids=generated,
         )
 
     def generate(self, requests: list[Request]) -> list[Result]:

@@ -11,10 +11,12 @@ import torch
 import transformers
 from transformers import AutoConfig
 
+from mirsafety.core.thinking import TAG_TEXTS
 from mirsafety.models.backend import Request
 from mirsafety.models.processors import load_processor
 
-__all__ = ["DTYPES", "chat_messages", "encode", "image_token_id", "load_config", "load_model"]
+__all__ = ["DTYPES", "chat_messages", "decode_generated", "encode", "image_token_id", "load_config",
+           "load_model", "thinking_tag_ids"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
           "auto": "auto"}
@@ -105,3 +107,18 @@ def _prompt(processor, request: Request) -> str:
         raise ValueError(f"the chat template placed {placed} image placeholder(s) for "
                          f"{len(request.images)} image(s)")
     return text
+
+
+def thinking_tag_ids(tokenizer) -> set[int]:
+    """Ids of the thinking tags that are single tokens of this tokenizer's vocabulary."""
+    vocab = tokenizer.get_vocab()
+    return {vocab[tag] for tag in TAG_TEXTS if tag in vocab}
+
+
+def decode_generated(tokenizer, ids: list[int]) -> str:
+    """The text of generated tokens, special tokens dropped except the thinking tags: a
+    tokenizer that makes ``<think>`` or ``<answer>`` special tokens (GLM-4.1V) must not lose
+    them, or the answer could not be told from the thinking. The backend's ``raw_output`` and
+    the entropy pass's answer spans both come from this one decoding."""
+    dropped = set(tokenizer.all_special_ids) - thinking_tag_ids(tokenizer)
+    return tokenizer.decode([t for t in ids if t not in dropped], skip_special_tokens=False)

@@ -22,6 +22,7 @@ def make_record(instance: dict, result: Result, model_name: str, thinking_format
         "status": result.status,
         "error": result.error,
         "raw_output": result.raw_output,
+        "token_ids": result.token_ids,  # what the entropy stage scores; None where unknown
         "answer": answer,
         "thinking": thinking,
         "images_given": images_given,

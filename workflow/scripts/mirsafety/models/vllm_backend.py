@@ -26,6 +26,14 @@ def sampling_params(decoding: dict) -> dict:
     }
 
 
+def generated_ids(output) -> list[int]:
+    """A completion's ids as its ``text`` has them: vLLM's ``token_ids`` end with the EOS (or
+    another stop token) that the text leaves out; it is dropped, as the transformers backend drops
+    it (no stop strings are set, so ``finish_reason == "stop"`` always means a stop token)."""
+    ids = list(output.token_ids)
+    return ids[:-1] if output.finish_reason == "stop" and ids else ids
+
+
 class VLLMBackend(Backend):
     def __init__(self, location: str, *, revision: str | None, model: dict):
         try:
@@ -52,6 +60,7 @@ class VLLMBackend(Backend):
             Result(r.uid, "ok", raw_output=o.outputs[0].text,
                    prompt_tokens=len(o.prompt_token_ids),
                    completion_tokens=len(o.outputs[0].token_ids),
-                   finish_reason=o.outputs[0].finish_reason)
+                   finish_reason=o.outputs[0].finish_reason,
+                   token_ids=generated_ids(o.outputs[0]))
             for r, o in zip(requests, outputs, strict=True)
         ]

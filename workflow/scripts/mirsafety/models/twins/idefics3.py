@@ -24,15 +24,22 @@ SPECIAL_TOKENS = {
 # The chat template of Idefics3-8B-Llama3 ("User:<image>text<end_of_utterance>\nAssistant:"),
 # content in the order given (the study sends images first, then the text), plus plain-string
 # content (the stock template silently drops it, e.g. a system prompt given as a string).
-CHAT_TEMPLATE = (
-    "<|begin_of_text|>{% for message in messages %}{{ message['role'] | capitalize }}"
-    "{% if message['content'] is string %}{{ ': ' + message['content'] }}"
-    "{% else %}{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}"
-    "{% endif %}{% for line in message['content'] %}"
-    "{% if line['type'] == 'text' %}{{ line['text'] }}"
-    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}{% endif %}"
-    "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
+def user_assistant_template(opening: str) -> str:
+    """The Idefics3 family's "User:... Assistant:" template, after the family's opening token."""
+    return opening + (
+        "{% for message in messages %}{{ message['role'] | capitalize }}"
+        "{% if message['content'] is string %}{{ ': ' + message['content'] }}"
+        "{% else %}{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}"
+        "{% endif %}{% for line in message['content'] %}"
+        "{% if line['type'] == 'text' %}{{ line['text'] }}"
+        "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}{% endif %}"
+        "<end_of_utterance>\n{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+    )
+
+
+CHAT_TEMPLATE = user_assistant_template("<|begin_of_text|>")
+
 
 def config(model: dict, tokenizer, ids: dict) -> Idefics3Config:
     """Idefics3 config: a Llama text part and a SigLIP-style vision tower of one tile.

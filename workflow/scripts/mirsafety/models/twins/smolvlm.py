@@ -48,15 +48,7 @@ SPECIAL_TOKENS = {
 # videos and plain-string content, as DEFAULT_CHAT_TEMPLATE (models/smolvlm/processing_smolvlm.py):
 # tests/test_twins_templates.py checks the two render the same prompts. Plain-string content
 # (e.g. a system prompt given as a string) renders as in that template.
-CHAT_TEMPLATE = (
-    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
-    "{% if message['content'] is string %}{{ ': ' + message['content'] }}"
-    "{% else %}{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}"
-    "{% endif %}{% for line in message['content'] %}"
-    "{% if line['type'] == 'text' %}{{ line['text'] }}"
-    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}{% endif %}"
-    "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
+CHAT_TEMPLATE = idefics3.user_assistant_template("<|im_start|>")
 
 
 def config(model: dict, tokenizer, ids: dict) -> Idefics3Config:
