@@ -25,8 +25,8 @@ from mirsafety.analysis.correlation import (
     partial_spearman,
     pc1_capability,
     pc1_rows,
-    undefined_reason,
 )
+from mirsafety.core.notes import undefined_reason
 from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
 
 FAST = {"n_boot": 300, "n_perm": 500}

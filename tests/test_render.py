@@ -26,7 +26,8 @@ from matplotlib.text import Annotation
 
 from mirsafety.analysis.asr import asr_tables, safe_kind_shares
 from mirsafety.analysis.conditions import by_condition
-from mirsafety.analysis.correlation import correlation_table, undefined_reason
+from mirsafety.analysis.correlation import correlation_table
+from mirsafety.core.notes import undefined_reason
 from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
 from mirsafety.render import (
     figures,

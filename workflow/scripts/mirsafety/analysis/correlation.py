@@ -23,7 +23,7 @@ A statistic that cannot be computed is NaN, and the row's ``note`` says why, as 
 ``"<statistic> n/a: <reason>"`` piece (pieces joined by ``"; "``): ``correlation`` (every
 statistic of :func:`correlate`), ``bootstrap CI``, ``OLS SE`` (standard error, p and interval of
 the slope), ``partial``, ``rho`` and ``rho_all`` (leave-one-family-out). Readers take the reason
-from there with :func:`undefined_reason` rather than guessing it.
+from there with :func:`mirsafety.core.notes.undefined_reason` rather than guessing it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from mirsafety.core.notes import join_notes, na_piece
 from mirsafety.core.taxonomy import ALL, CATEGORIES, RELATIONS
 
 CORRELATION_COLUMNS = [
@@ -74,9 +75,6 @@ MIN_MODELS = 5
 #: and the interval can exclude its own estimate).
 MAX_DEGENERATE_SHARE = 0.025
 
-#: Joins a statistic's name to the reason it is undefined in a note (see the module docstring).
-NA = " n/a: "
-_NOTE_SEPARATOR = "; "
 
 
 # --------------------------------------------------------------------------- core statistics
@@ -103,28 +101,6 @@ def _permutation_p(x: np.ndarray, y: np.ndarray, observed: float, rng, n_perm: i
     permuted = _rowwise_pearson(x[None, :], y[order])
     extreme = np.abs(permuted) >= abs(observed) * (1 - _TIE_TOLERANCE) - _TIE_TOLERANCE
     return float((extreme.sum() + 1) / (n_perm + 1))
-
-
-def _na(statistic: str, reasons) -> str:
-    """The note piece saying why ``statistic`` is undefined (see the module docstring)."""
-    return statistic + NA + ", ".join(reasons)
-
-
-def _join(notes) -> str:
-    return _NOTE_SEPARATOR.join(n for n in notes if n)
-
-
-def undefined_reason(note, statistic: str) -> str | None:
-    """Why ``note`` (of a correlation, group or LOFO row) says ``statistic`` is n/a, or None
-    when it does not say. Figures and the paper quote this, so the reason they give is the one
-    the analysis found, never one guessed downstream."""
-    if not isinstance(note, str):
-        return None
-    prefix = statistic + NA
-    for piece in note.split(_NOTE_SEPARATOR):
-        if piece.startswith(prefix):
-            return piece[len(prefix):]
-    return None
 
 
 def _undefined_reasons(x: np.ndarray, y: np.ndarray) -> list[str]:
@@ -169,7 +145,7 @@ def _bootstrap_cis(x, y, rho: float, r: float, rng, n_boot: int) -> tuple[dict, 
     boot_rho, boot_r, degenerate = _bootstrap(x, y, rng, n_boot)
     notes = []
     if degenerate > MAX_DEGENERATE_SHARE * n_boot:
-        notes.append(_na("bootstrap CI", [f"{degenerate} of {n_boot} resamples degenerate "
+        notes.append(na_piece("bootstrap CI", [f"{degenerate} of {n_boot} resamples degenerate "
                                           "(capability or ASR constant), more than "
                                           f"{MAX_DEGENERATE_SHARE:.1%}"]))
         boot_rho = boot_r = np.array([])
@@ -200,7 +176,7 @@ def _ols_hc3(x: np.ndarray, y: np.ndarray) -> tuple[dict, list[str]]:
                  "ols_ci_high": high}
     centred = (x - x.mean()) ** 2
     if (1 / len(x) + centred / centred.sum()).max() > 1 - _TIE_TOLERANCE:
-        return {**slope, **dict.fromkeys(inference, math.nan)}, [_na("OLS SE", [
+        return {**slope, **dict.fromkeys(inference, math.nan)}, [na_piece("OLS SE", [
             "every model but one shares one capability value (leverage 1, where HC3 is 0/0)"])]
     return {**slope, **{k: float(v) for k, v in inference.items()}}, []
 
@@ -234,7 +210,7 @@ def correlate(x, y, *, n_boot: int = 2000, n_perm: int = 10000, seed: int = 0) -
     x, y, notes = _complete_pairs(x, y)
     reasons = _undefined_reasons(x, y)
     if reasons:
-        return _empty_correlation(len(x), _join([*notes, _na("correlation", reasons)]))
+        return _empty_correlation(len(x), join_notes([*notes, na_piece("correlation", reasons)]))
     boot_rng, perm_rng = (np.random.default_rng([seed, stream]) for stream in (0, 1))
     rank_x, rank_y = stats.rankdata(x), stats.rankdata(y)
     rho = float(_rowwise_pearson(rank_x, rank_y))
@@ -244,7 +220,7 @@ def correlate(x, y, *, n_boot: int = 2000, n_perm: int = 10000, seed: int = 0) -
     return {"n": len(x), "spearman_rho": rho, "pearson_r": r, **intervals, **ols,
             "spearman_p_perm": _permutation_p(rank_x, rank_y, rho, perm_rng, n_perm),
             "pearson_p_perm": _permutation_p(x, y, r, perm_rng, n_perm),
-            "note": _join([*notes, *interval_notes, *ols_notes])}
+            "note": join_notes([*notes, *interval_notes, *ols_notes])}
 
 
 def _residuals(values: np.ndarray, covariate: np.ndarray) -> np.ndarray:
@@ -325,7 +301,7 @@ def leave_one_family_out(df: pd.DataFrame, *, x: str = "score", y: str = "asr",
         rows.append({"left_out_family": name, "n_left_out": len(out),
                      "models_left_out": ";".join(sorted(map(str, out[model]))),
                      "n_models": int((kept[x].notna() & kept[y].notna()).sum()),
-                     "spearman_rho": rho, "note": _na("rho", [reason]) if reason else ""})
+                     "spearman_rho": rho, "note": na_piece("rho", [reason]) if reason else ""})
     table = pd.DataFrame(rows, columns=["left_out_family", "n_left_out", "models_left_out",
                                         "n_models", "spearman_rho", "note"])
     finite = table.dropna(subset=["spearman_rho"])
@@ -333,8 +309,8 @@ def leave_one_family_out(df: pd.DataFrame, *, x: str = "score", y: str = "asr",
     summary = {"rho_all": rho_all, "n_families": len(table),
                "rho_min": math.nan, "rho_max": math.nan,
                "family_at_min": None, "family_at_max": None,
-               "note": _join([_na("rho_all", [reason_all]) if reason_all else "",
-                              "" if len(finite) else _na("rho_min/rho_max", [
+               "note": join_notes([na_piece("rho_all", [reason_all]) if reason_all else "",
+                              "" if len(finite) else na_piece("rho_min/rho_max", [
                                   "no family can be left out leaving a defined rho"])])}
     if len(finite):
         low = finite.loc[finite["spearman_rho"].idxmin()]
@@ -452,14 +428,14 @@ def correlation_table(asr_table: pd.DataFrame, capability_table: pd.DataFrame,
         no_params = sorted(map(str, frame.loc[log_params.isna(), "model"]))
         if no_params:
             notes.append("no params_b (left out of partial): " + ", ".join(no_params))
-        notes += [stats_["note"], _na("partial", [partial["note"]]) if partial["note"] else ""]
+        notes += [stats_["note"], na_piece("partial", [partial["note"]]) if partial["note"] else ""]
         rows.append({
             "judge": judge, "capability": capability, "n_models": stats_["n"],
             "models": ";".join(sorted(map(str, frame["model"]))),
             **{c: stats_[c] for c in STATISTICS},
             "partial_rho_log_params": partial["rho"], "partial_p": partial["p"],
             "n_partial": partial["n"], "n_boot_degenerate": stats_["n_boot_degenerate"],
-            "note": _join(notes),
+            "note": join_notes(notes),
         })
     return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
 
@@ -492,7 +468,7 @@ def group_correlation_table(asr_table: pd.DataFrame, capability_table: pd.DataFr
                          "group": group, "n_models": result["n"],
                          "spearman_rho": result["spearman_rho"],
                          "p_perm": result["spearman_p_perm"],
-                         "note": _join(notes)})
+                         "note": join_notes(notes)})
     table = pd.DataFrame(rows, columns=[c for c in GROUP_COLUMNS if c != "q_fdr"])
     table["q_fdr"] = math.nan
     for _, index in table.groupby("group_type").groups.items():
@@ -518,7 +494,7 @@ def lofo_table(asr_table: pd.DataFrame, capability_table: pd.DataFrame,
         tables.append(rows.assign(judge=judge, capability=capability,
                                   rho_all=summary["rho_all"], rho_min=summary["rho_min"],
                                   rho_max=summary["rho_max"],
-                                  note=[_join([n, summary["note"]]) for n in rows["note"]]))
+                                  note=[join_notes([n, summary["note"]]) for n in rows["note"]]))
     if not tables:
         return pd.DataFrame(columns=LOFO_COLUMNS)
     return pd.concat(tables, ignore_index=True)[LOFO_COLUMNS]

@@ -9,7 +9,7 @@ use cividis. Bytes: no dates or producer in the PDF, fixed compression and hash 
 Each function takes the analysis stage's CSV files (paths or DataFrames), writes ``out_pdf`` and
 returns the matplotlib ``Figure``. Degenerate input (one model, NaN correlations, no unsafe
 answers, an empty table) draws what exists and says why a statistic is missing: the reason the
-analysis gave (``analysis.correlation.undefined_reason``), or "n too small".
+analysis gave (``core.notes.undefined_reason``), or "n too small".
 
 One module for all six figures, about 700 lines: they share the page geometry, palette
 and byte-stable saving above, and a figure's code is found here by its name.
@@ -31,7 +31,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, ScalarFormatter
 from matplotlib.transforms import Bbox
 from scipy import stats
 
-from mirsafety.analysis.correlation import undefined_reason
+from mirsafety.core.notes import undefined_reason
 from mirsafety.core.taxonomy import ALL, CATEGORIES, RELATIONS
 from mirsafety.render import (
     FIGURES,

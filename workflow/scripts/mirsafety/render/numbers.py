@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mirsafety.analysis.correlation import undefined_reason
+from mirsafety.core.notes import undefined_reason
 from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
 from mirsafety.render import (
     finite,
