@@ -11,8 +11,9 @@ returns the matplotlib ``Figure``. Degenerate input (one model, NaN correlations
 answers, an empty table) draws what exists and says why a statistic is missing: the reason the
 analysis gave (``core.notes.undefined_reason``), or "n too small".
 
-One module for all six figures, about 700 lines: they share the page geometry, palette
-and byte-stable saving above, and a figure's code is found here by its name.
+One module for all six figures, about 700 lines: they share the page geometry, palette, label
+placement, axis rules and byte-stable saving above, and a figure's code is found here by its
+name.
 """
 
 import math

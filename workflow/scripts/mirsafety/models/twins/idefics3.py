@@ -61,19 +61,25 @@ def config(model: dict, tokenizer, ids: dict) -> Idefics3Config:
     )
 
 
-def processor(model: dict, tokenizer) -> Idefics3Processor:
-    """Tiles of the vision tower's ``image_size`` (the processor's max_image_size must match it)."""
+def processor(model: dict, tokenizer, chat_template: str = CHAT_TEMPLATE,
+              **image_settings) -> Idefics3Processor:
+    """Tiles of the vision tower's ``image_size`` (the processor's max_image_size must match it),
+    images resized to ``longest_edge`` first, split into tiles plus a global view;
+    ``image_seq_len`` = (tile / patch)^2 / scale_factor^2 tokens per tile. ``image_settings``
+    (resampling, normalisation) and ``chat_template`` let an Idefics3-typed checkpoint of
+    another family (SmolVLM-Instruct) keep its own."""
     vision, images = model["vision"], model["images"]
     tile = vision["image_size"]
     image_processor = Idefics3ImageProcessorPil(
         size={"longest_edge": images["longest_edge"]},
         max_image_size={"longest_edge": tile},
         do_image_splitting=images["do_image_splitting"],
+        **image_settings,
     )
     seq_len = (tile // vision["patch_size"]) ** 2 // model["scale_factor"] ** 2
     return Idefics3Processor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         image_seq_len=seq_len,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
     )

@@ -22,7 +22,6 @@ and the tile arithmetic, at tiny sizes (see resources/tiny_models.yaml).
 
 from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
 from transformers.image_utils import PILImageResampling
-from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
 from mirsafety.models.twins import idefics3
 
@@ -57,23 +56,8 @@ def config(model: dict, tokenizer, ids: dict) -> Idefics3Config:
 
 
 def processor(model: dict, tokenizer) -> Idefics3Processor:
-    """SmolVLM-Instruct's preprocessing at tiny sizes: tiles of the tower's ``image_size``
-    (max_image_size), images resized to ``longest_edge`` first, split into tiles plus a global
-    view, ``image_seq_len`` = (tile / patch)^2 / scale_factor^2 tokens per tile."""
-    vision, images = model["vision"], model["images"]
-    tile = vision["image_size"]
-    image_processor = Idefics3ImageProcessorPil(
-        size={"longest_edge": images["longest_edge"]},
-        max_image_size={"longest_edge": tile},
-        do_image_splitting=images["do_image_splitting"],
-        resample=PILImageResampling.LANCZOS,
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-    )
-    seq_len = (tile // vision["patch_size"]) ** 2 // model["scale_factor"] ** 2
-    return Idefics3Processor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        image_seq_len=seq_len,
-        chat_template=CHAT_TEMPLATE,
-    )
+    """SmolVLM-Instruct's preprocessing at tiny sizes: the Idefics3 processor with its own
+    resampling (LANCZOS), normalisation (mean and std 0.5) and chat template."""
+    return idefics3.processor(model, tokenizer, CHAT_TEMPLATE,
+                              resample=PILImageResampling.LANCZOS,
+                              image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
