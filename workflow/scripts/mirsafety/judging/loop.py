@@ -127,11 +127,12 @@ def judge_shard(*, judge_name: str, judge_spec: dict, generations_path, generati
     ``model_dir`` names the model's folder in the authors' layout (for judge kind mir_import);
     ``built`` is the folder the build rule made, for a tiny judge.
     """
-    import torch
-
     from mirsafety.judging.factory import judge_identity, make_judge
 
-    torch.set_num_threads(threads)
+    if judge_spec["kind"] == "harmbench":  # the one judge that runs a model here
+        import torch
+
+        torch.set_num_threads(threads)
     generations = read_jsonl(generations_path)
     instances = _instances_for(generations, instances_path)
     generation_meta = json.loads(Path(generations_meta_path).read_text())

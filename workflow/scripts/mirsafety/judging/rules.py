@@ -1,7 +1,9 @@
 """The judging rules: the seam between Snakemake and the judging library.
 
 One function per rule, named after it (the contract: ``core.logs.rule_entry``). The tiny
-judges are built here, with the judges, as the tiny models are built with the models.
+judges are built here, with the judges, as the tiny models are built with the models. The
+builder imports torch and transformers, which a refusal or API judge never needs, so only the
+build rule imports it: every judge job would otherwise pay seconds of start-up.
 """
 
 from pathlib import Path
@@ -10,12 +12,13 @@ import yaml
 
 from mirsafety.core.logs import rule_entry
 from mirsafety.judging.loop import judge_shard
-from mirsafety.judging.tiny_classifier import build_tiny_classifier
 from mirsafety.models.factory import built_weights
 
 
 @rule_entry
 def build_tiny_judge(smk) -> None:
+    from mirsafety.judging.tiny_classifier import build_tiny_classifier
+
     spec = yaml.safe_load(Path(smk.input.spec).read_text())
     build_tiny_classifier(spec, Path(smk.output.config).parent, name=smk.wildcards.tiny)
 
