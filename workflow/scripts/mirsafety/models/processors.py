@@ -1,8 +1,9 @@
 """Loading a model's processor where torchvision is missing.
 
-The Qwen2-VL-family processors insist on a video processor, and that needs torchvision, which does
-not install beside the CPU torch used here: ``AutoProcessor`` then fails (ImportError), or, for
-some folders, quietly returns only the tokenizer. The study only sends images, so an *image-only*
+The Qwen2-VL, Qwen2.5-VL, GLM-4.1V, InternVL and LLaVA-OneVision processors insist on a video
+processor, and that needs torchvision, which cannot load beside the CPU torch used here:
+``AutoProcessor`` then fails (ImportError), or, for some folders, quietly returns only the
+tokenizer. The study only sends images, so an *image-only*
 subclass (the stock processor with the video part left out) serves on CPU. Where torchvision is
 installed (GPU machines), ``load_processor`` returns the stock processor unchanged.
 """
@@ -136,7 +137,7 @@ def model_type(path, **kwargs) -> str:
 
 
 def load_processor(path, **kwargs) -> ProcessorMixin:
-    """The stock processor if it can be built here, else the image-only one for Qwen2-VL models.
+    """The stock processor if it can be built here, else its image-only one (``IMAGE_ONLY``).
 
     Where the video processor cannot be made (no torchvision, or no video settings in the
     folder), ``AutoProcessor`` raises ImportError or OSError, or quietly returns a bare tokenizer;
