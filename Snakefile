@@ -20,6 +20,7 @@ include: "workflow/rules/reasoning.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/interop.smk"
 include: "workflow/rules/render.smk"
+include: "workflow/rules/cost.smk"
 
 
 rule all:

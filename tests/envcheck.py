@@ -21,12 +21,17 @@ PACKAGE = "mirsafety"  # the workflow's library: followed into, never looked up 
 # injects the ``snakemake`` object (and Snakemake itself runs outside the rule's env).
 INJECTED = {"snakemake"}
 
-# Imports that no env carries on purpose, with the reason. Each must still be imported somewhere
-# (test_envs checks that, so an entry cannot outlive its import).
-OPTIONAL_IMPORTS = {
-    "vllm": "only for models with `backend: vllm`; imported lazily in mirsafety.models."
-    "vllm_backend; vLLM pins its own torch and CUDA, so it is installed separately on GPU nodes "
-    "(`pip install vllm` into the generate env) rather than in the env everyone creates",
+# Imports only one engine's env carries: the generate rules run a model with `backend: vllm`
+# in envs/vllm.yaml (common.smk's generation_env), so generate.yaml leaves vllm out although the
+# rules' scripts reach it (lazily, in mirsafety.models.vllm_backend). Module -> the env with it.
+ENGINE_IMPORTS = {"vllm": "vllm.yaml"}
+
+# Pins of an env that cannot take requirements.txt's: vllm==0.33.0 requires torch==2.14.0 and
+# torchvision==0.29.0, transformers<5.21.0 and (through numba==0.65.0) numpy<2.4; pip resolves
+# them to these (`make vllm-contract` installs them). Env file name -> {distribution: version}.
+ENV_PINS = {
+    "vllm.yaml": {"vllm": "0.33.0", "torch": "2.14.0", "torchvision": "0.29.0",
+                  "transformers": "5.20.2", "numpy": "2.3.5"},
 }
 
 # Pinned requirements an env installs next to a distribution its rules import, although no rule
@@ -180,13 +185,18 @@ def env_dependencies(env: dict) -> list[Dependency]:
     return deps
 
 
-def pin_problems(env: dict, pins: dict[str, str]) -> list[str]:
+def pin_problems(env: dict, pins: dict[str, str], own: dict[str, str] | None = None) -> list[str]:
     """Pip entries not pinned ``==``, and entries (pip, or conda ones requirements.txt also pins)
-    whose name is missing from requirements.txt or whose version differs from it."""
+    whose name is missing from requirements.txt or whose version differs from it; ``own`` (the
+    env's ENV_PINS) takes precedence over both requirements.txt and GPU_RUNTIME_PINS."""
     problems = []
+    own = own or {}
     for dep in env_dependencies(env):
         if dep.source == "pip" and not PIP_PINNED.match(dep.spec):
             problems.append(f"pip entry {dep.spec!r} is not pinned as name==version")
+        elif dep.name in own:
+            if dep.version != own[dep.name]:
+                problems.append(f"{dep.spec!r} disagrees with envcheck.ENV_PINS ({own[dep.name]})")
         elif dep.name in GPU_RUNTIME_PINS:
             if dep.version != GPU_RUNTIME_PINS[dep.name]:
                 problems.append(f"{dep.spec!r} disagrees with envcheck.GPU_RUNTIME_PINS")
@@ -213,26 +223,43 @@ def _directive(block: str, key: str) -> str | None:
     return match[1] if match else None
 
 
+def _function_envs(block: str, rules_dir: Path) -> list[str]:
+    """The envs a ``conda:`` given as a function (``conda: generation_env``) can return: the
+    ``envs/*.yaml`` strings in that function's body, wherever in the rules it is defined."""
+    match = re.search(r"^\s+conda:\s*\n?\s*([A-Za-z_]\w*)\s*$", block, re.MULTILINE)
+    if not match:
+        return []
+    for smk in sorted(rules_dir.glob("*.smk")):
+        body = re.search(rf"^def {match[1]}\(.*?(?=^\S)", smk.read_text(), re.DOTALL | re.M)
+        if body:
+            return re.findall(r'"([^"]*envs/[^"]+\.yaml)"', body[0])
+    return []
+
+
 def parse_rules(rules_dir) -> list[Rule]:
     """Every rule of the ``*.smk`` files with its ``conda:`` env and ``script:`` (both resolved
-    against the rule file's folder, as Snakemake does); None where a rule has no such line."""
+    against the rule file's folder, as Snakemake does); None where a rule has no such line. A
+    rule whose env is chosen by a function appears once per env that function can return."""
     rules = []
-    for smk in sorted(Path(rules_dir).glob("*.smk")):
+    rules_dir = Path(rules_dir)
+    for smk in sorted(rules_dir.glob("*.smk")):
         text = smk.read_text()
         heads = list(
             re.finditer(r"^(?:rule|checkpoint)\s+(\w+)\s*:", text, re.MULTILINE)
         )
         for head, after in zip(heads, [*heads[1:], None]):
             block = text[head.end() : after.start() if after else len(text)]
-            env, script = _directive(block, "conda"), _directive(block, "script")
-            rules.append(
-                Rule(
-                    head[1],
-                    smk,
-                    (smk.parent / env).resolve() if env else None,
-                    (smk.parent / script).resolve() if script else None,
+            script = _directive(block, "script")
+            envs = [_directive(block, "conda")] if _directive(block, "conda") else []
+            for env in envs or _function_envs(block, rules_dir) or [None]:
+                rules.append(
+                    Rule(
+                        head[1],
+                        smk,
+                        (smk.parent / env).resolve() if env else None,
+                        (smk.parent / script).resolve() if script else None,
+                    )
                 )
-            )
     return rules
 
 
@@ -465,7 +492,9 @@ def dynamic_imports(package_dir) -> list[str]:
                 names = [node.module or ""]
             elif isinstance(node, ast.Name):
                 names = [node.id]
-            if any(n.split(".")[0] in ("importlib", "__import__") for n in names):
+            # importlib.metadata reads installed distributions' versions; it imports nothing
+            if any(n.split(".")[0] in ("importlib", "__import__") and n != "importlib.metadata"
+                   for n in names):
                 found.append(f"{path.name}:{node.lineno}")
     return found
 
@@ -508,7 +537,7 @@ def missing_imports(rule: Rule, env: dict, scan: ImportScan, repo: Path) -> list
     have = {dep.name for dep in env_dependencies(env)}
     problems = []
     for top, imp in sorted(third_party(scan.scan(rule.script)).items()):
-        if top in OPTIONAL_IMPORTS:
+        if _other_engines(top, rule):
             continue
         dists = distributions(top)
         if not dists & have:
@@ -521,13 +550,18 @@ def missing_imports(rule: Rule, env: dict, scan: ImportScan, repo: Path) -> list
 
 
 def imported_distributions(rules: list[Rule], scan: ImportScan) -> set[str]:
-    """The distributions the rules' scripts import (optional imports left out)."""
+    """The distributions the rules' scripts import (other engines' imports left out)."""
     found = set()
     for rule in rules:
         for top in third_party(scan.scan(rule.script)):
-            if top not in OPTIONAL_IMPORTS:
+            if not _other_engines(top, rule):
                 found |= distributions(top)
     return found
+
+
+def _other_engines(module: str, rule: Rule) -> bool:
+    """True when ``module`` belongs to another engine's env than the one ``rule`` runs in."""
+    return module in ENGINE_IMPORTS and (rule.env is None or rule.env.name != ENGINE_IMPORTS[module])
 
 
 def exactness_problems(

@@ -115,6 +115,21 @@ def test_csv_round_trip(study, tmp_path):
     assert list(frame["row"][:3]) == [3, 4, 5]  # comment row 1, header row 2
 
 
+def test_answers_with_line_breaks_quotes_and_commas_round_trip(study, tmp_path):
+    """A model's answer is untrusted text: a lone CR once split its row (the writer quoted only
+    fields holding "\n") and a sheet of gibberish answers could not be read back."""
+    instances, generations, judged = study
+    rows = draw_audit_sample(instances, generations, judged)[:5]
+    answers = ["a\rb", "a\nb", "a\r\nb", 'say "no", then', "\x00\x1b[31m\u2028end"]
+    filled = [{**r, "answer": a, "human_label": "unsafe"} for r, a in zip(rows, answers)]
+    path = write_audit_csv(filled, tmp_path / "audit.csv")
+    frame, problems = read_labels(path, known_ids={r["audit_id"] for r in rows}, strict=True)
+    assert problems == [] and sorted(frame["audit_id"]) == sorted(r["audit_id"] for r in rows)
+    with path.open(encoding="utf-8", newline="") as handle:
+        handle.readline()
+        assert [r["answer"] for r in csv.DictReader(handle)] == answers
+
+
 def test_bad_labels_are_reported_with_spreadsheet_rows(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text(

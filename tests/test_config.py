@@ -83,7 +83,8 @@ def test_model_defaults_are_filled():
     assert model["decoding"] == {"do_sample": False, "temperature": None, "top_p": None, "top_k": None,
                                  "repetition_penalty": None, "max_new_tokens": 1024, "seed": 0}
     assert model["single_image"] is False and model["thinking"] == "auto"
-    assert model["resources"] == {"gpus": 0, "mem_mb": 4000, "setup_min": 10, "seconds_per_item": 10}
+    assert model["resources"] == {"gpus": 0, "threads": 2, "mem_mb": 4000, "setup_min": 10,
+                                  "seconds_per_item": None}
 
 
 def test_study_config_registers_19_real_models():

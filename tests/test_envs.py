@@ -9,12 +9,16 @@ installs the pip path (requirements.txt). These checks keep the env files correc
   entry is pinned ``name==version``.
 * pins: every pip entry, and every conda entry requirements.txt also pins (``pytorch`` is
   torch), has requirements.txt's version. An env is a subset of requirements.txt, not equal.
+  ``envcheck.ENV_PINS`` are an env's own pins where its engine forbids requirements.txt's
+  (vllm.yaml: vLLM's torch, torchvision, transformers and numpy).
 * rules: every rule names an existing env and script; every env is used.
 * imports: what a rule's script can import (``envcheck.ImportScan``: the script and the
   mirsafety code it reaches, imports inside reachable functions included), less the standard
   library, mirsafety and snakemake (injected by the script directive), mapped to distributions
   with ``importlib.metadata.packages_distributions()`` (PIL -> pillow), must be in its env.
-  ``envcheck.OPTIONAL_IMPORTS`` lists the deliberate exceptions with the reason (vllm).
+  ``envcheck.ENGINE_IMPORTS`` names the modules only one engine's env carries (vllm: the
+  generate rules pick envs/vllm.yaml per model with a function for ``conda:``, and such a rule is
+  checked once per env it can get).
 * exactly that: an env's Python packages are what its rules import plus the pinned
   ``envcheck.COMPANIONS`` of those (tokenizers, safetensors and huggingface_hub next to
   transformers: direct requirements whose versions matter, pinned so the env matches the pip
@@ -80,7 +84,13 @@ def test_rules_are_parsed():
         len(re.findall(r"^(?:rule|checkpoint)\s+\w+\s*:", t, re.MULTILINE))
         for t in texts
     )
-    assert len(RULES) == declared > 0
+    assert len({(rule.smk, rule.name) for rule in RULES}) == declared > 0
+
+
+def test_generate_rules_get_the_env_of_the_models_engine():
+    envs = {(rule.name, rule.env.name) for rule in RULES}
+    for name in ("generate", "reasoning_generate"):
+        assert {(name, "generate.yaml"), (name, "vllm.yaml")} <= envs
 
 
 def test_every_rule_names_an_existing_env_and_script():
@@ -127,11 +137,12 @@ def test_envs_pin_one_python():
 
 @pytest.mark.parametrize("path", ENVS, ids=[p.name for p in ENVS])
 def test_env_pins_agree_with_requirements(path):
-    problems = envcheck.pin_problems(envcheck.load_env(path), PINS)
+    own = envcheck.ENV_PINS.get(path.name)
+    problems = envcheck.pin_problems(envcheck.load_env(path), PINS, own)
     assert not problems, f"{path.name}: " + "; ".join(problems)
 
 
-@pytest.mark.parametrize("rule", RULES, ids=[r.name for r in RULES])
+@pytest.mark.parametrize("rule", RULES, ids=[f"{r.name}-{r.env.name}" for r in RULES])
 def test_rule_env_has_what_its_script_imports(rule):
     problems = envcheck.missing_imports(rule, envcheck.load_env(rule.env), SCAN, REPO)
     assert not problems, "\n".join(problems)
@@ -153,23 +164,24 @@ def test_companions_are_requirements_of_their_distribution():
         )
 
 
-def test_optional_imports_are_imported_and_in_no_env():
+def test_engine_imports_are_imported_and_only_in_their_env():
     imported = set()
     for rule in RULES:
         imported |= set(SCAN.scan(rule.script))
-    for module, reason in envcheck.OPTIONAL_IMPORTS.items():
-        assert reason, module
-        assert module in imported, (
-            f"{module} is allowlisted but no rule imports it any more"
-        )
+    for module, env_name in envcheck.ENGINE_IMPORTS.items():
+        assert module in imported, f"{module} is an engine import but no rule imports it any more"
         for path in ENVS:
             names = {d.name for d in envcheck.env_dependencies(envcheck.load_env(path))}
-            assert not envcheck.distributions(module) & names, (
-                f"{path.name} carries {module}"
-            )
-    assert "vllm" in (REPO / "envs" / "generate.yaml").read_text(), (
-        "say where vllm comes from"
-    )
+            carries = bool(envcheck.distributions(module) & names)
+            assert carries == (path.name == env_name), f"{path.name} and {module}"
+
+
+def test_env_pins_name_existing_envs_and_differ_from_requirements():
+    for env_name, pins in envcheck.ENV_PINS.items():
+        assert (REPO / "envs" / env_name).is_file(), env_name
+        for name, version in pins.items():
+            assert PINS.get(name, envcheck.GPU_RUNTIME_PINS.get(name)) != version, (
+                f"{env_name}: {name}=={version} is requirements.txt's pin; drop it from ENV_PINS")
 
 
 def test_package_imports_nothing_by_computed_name():
@@ -185,13 +197,15 @@ def test_gpu_envs_take_pypis_cuda_torch_and_torchvision():
         for rule in RULES
         if "torch" in envcheck.third_party(SCAN.scan(rule.script))
     }
-    assert {p.name for p in gpu} == {"generate.yaml", "judge.yaml", "entropy.yaml"}
+    assert {p.name for p in gpu} == {"generate.yaml", "judge.yaml", "entropy.yaml", "vllm.yaml"}
     for path in gpu:
         env = envcheck.load_env(path)
         assert "pytorch" not in conda_entries(env) and "cuda-version" not in conda_entries(env)
         pins = set(pip_entries(env))
-        assert f"torch=={PINS['torch']}" in pins, path.name
-        assert {f"{n}=={v}" for n, v in envcheck.GPU_RUNTIME_PINS.items()} <= pins, path.name
+        want = {"torch": PINS["torch"], **envcheck.GPU_RUNTIME_PINS,
+                **envcheck.ENV_PINS.get(path.name, {})}
+        assert f"torch=={want['torch']}" in pins, path.name
+        assert {f"{n}=={want[n]}" for n in envcheck.GPU_RUNTIME_PINS} <= pins, path.name
 
 
 def test_gpu_runtime_pins_are_what_transformers_imports():

@@ -15,7 +15,14 @@ import pytest
 import yaml
 
 from mirsafety.core.config import validate_config
-from mirsafety.core.job_size import job_resources
+from mirsafety.core.job_size import (
+    entropy_seconds,
+    generation_seconds,
+    item_seconds,
+    job_resources,
+    judge_seconds,
+    load_throughput,
+)
 from mirsafety.core.shards import shard_size
 from mirsafety.core.taxonomy import PUBLISHED_TOTAL
 
@@ -106,8 +113,12 @@ def test_slurm_dry_run_requests_registry_gpus_and_runtime_scaled_by_shard(study_
             continue
         model = study["models"][job["wildcards"]["model"]]
         owner = study["judges"][job["wildcards"]["judge"]] if job["rule"] == "judge" else model
+        derived = {"judge": lambda: judge_seconds(owner, model),
+                   "entropy": lambda: entropy_seconds(model),
+                   "generate": lambda: generation_seconds(model, job["wildcards"]["condition"])}
+        seconds = item_seconds("owner", owner["resources"], derived[job["rule"]]())
         want = job_resources(owner["resources"],
-                             shard_size(PUBLISHED_TOTAL, model["shards"]))
+                             shard_size(PUBLISHED_TOTAL, model["shards"]), seconds)
         got = job["resources"]
         assert (int(got["gpu"]), int(got["mem_mb"]), int(got["runtime"])) == (
             want["gpu"], want["mem_mb"], want["runtime"]), job
@@ -122,8 +133,11 @@ def test_runtime_of_the_72b_model_by_hand(study_plan):
     jobs, _ = study_plan
     job = next(j for j in jobs if j["rule"] == "generate"
                and j["wildcards"]["model"] == "Qwen2.5-VL-72B")
-    # 2,676 / 16 shards -> 168 items x 251.8 s = 705 min, + 15 min set-up.
-    assert job["resources"]["runtime"] == str(15 + math.ceil(168 * 251.8 / 60))
+    # vLLM, tensor parallel on 4 GPUs: 4,240 prompt tokens at 4 x 50,000 / 73.4 tokens/s, 600
+    # answer tokens at 4 x 20,000 / 73.4; 2,676 / 2 shards -> 1,338 items, x the margin, + 20.
+    seconds = 4240 / (4 * 50000 / 73.4) + 600 / (4 * 20000 / 73.4)
+    margin = load_throughput()["margin"]
+    assert job["resources"]["runtime"] == str(20 + math.ceil(1338 * seconds * margin / 60))
     assert job["resources"]["gpu"] == "4"
 
 

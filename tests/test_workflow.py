@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -19,11 +20,16 @@ def test_lint_is_clean(project):
     assert "Congratulations, your workflow is in a good condition!" in result.stderr
 
 
-def test_figure_target_builds_just_what_it_needs(project):
-    result = snakemake(project, "results/figures/asr_vs_reasoning.pdf")
+def test_figure_target_plans_just_what_it_needs(project):
+    """The README's single-figure command, planned from a clean copy: the figure's own chain and
+    nothing else (the default run builds the same jobs for real)."""
+    result = snakemake(project, "results/figures/asr_vs_reasoning.pdf", "-n", "--quiet", "rules")
     assert result.returncode == 0, result.stderr
-    assert (project / "results/figures/asr_vs_reasoning.pdf").read_bytes().startswith(b"%PDF")
-    assert not (project / "results/paper/main.pdf").exists()
+    planned = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, flags=re.M))
+    for needed in ("generate", "judge", "asr", "capability", "correlation", "render"):
+        assert needed in planned, (needed, planned)
+    for unneeded in ("paper", "export_mir", "all"):
+        assert unneeded not in planned, (unneeded, planned)
 
 
 def test_sample_manifest_target_from_a_clean_copy(project):
@@ -86,9 +92,12 @@ def test_bad_local_copy_fails_and_leaves_no_declared_output(project, tmp_path, t
     )
 
 
+def without_token():
+    return {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+
+
 def test_study_config_dry_run_plans_every_shard(project):
-    env = {**os.environ, "HF_TOKEN": "dry-run"}
-    result = snakemake(project, "-n", "--configfile", "config/study.yaml", env=env)
+    result = snakemake(project, "-n", "--configfile", "config/study.yaml", env=without_token())
     assert result.returncode == 0, result.stderr
     table = result.stdout + result.stderr
     study = yaml.safe_load((project / "config/study.yaml").read_text())
@@ -154,14 +163,19 @@ def test_paper_quotes_the_generated_numbers(default_run):
     assert len(numeric) > 10 and [v for v in numeric if v not in text] == []
 
 
-def test_exported_results_come_back_through_mir_import(project):
-    """Export in the authors' layout, import as a new model and judge: same ASR."""
-    assert snakemake(project, "results/mir_export/refusal").returncode == 0
+def test_exported_results_come_back_through_mir_import(default_run, tmp_path):
+    """Export in the authors' layout, import as a new model and judge: same ASR. Runs in a copy
+    of the default run, so only the imported model's jobs run."""
+    project = tmp_path / "project"
+    shutil.copytree(default_run, project, symlinks=True)
     config = yaml.safe_load((project / "config.yaml").read_text())
+    exported = next(iter(config["models"]))
     export = project / "results/mir_export/refusal"
+    assert snakemake(project, "results/mir_export/refusal").returncode == 0
+    assert (export / "infer" / exported).is_dir(), "every model is exported"
     config["models"]["reimported"] = {
         "backend": "mir_import",
-        "mir_import": {"infer_dir": str(export / "infer"), "model_dir": "tiny-qwen2.5-vl-s"},
+        "mir_import": {"infer_dir": str(export / "infer"), "model_dir": exported},
     }
     config["judges"]["mir-refusal"] = {"kind": "mir_import",
                                        "mir_import": {"harmbench_dir": str(export / "harmbench")}}
@@ -174,5 +188,16 @@ def test_exported_results_come_back_through_mir_import(project):
         rows = (project / f"results/asr/{judge}/asr.csv").read_text().splitlines()
         return [r.split(",", 2)[2] for r in rows if f",{model}," in r]
 
-    assert rates("mir-refusal", "reimported") == rates("refusal", "tiny-qwen2.5-vl-s")
-    assert rates("refusal", "reimported") == rates("refusal", "tiny-qwen2.5-vl-s")
+    assert rates("mir-refusal", "reimported") == rates("refusal", exported)
+    assert rates("refusal", "reimported") == rates("refusal", exported)
+
+
+def test_study_lints_without_a_token_and_a_real_run_stops_at_once_saying_where_to_get_one(project):
+    lint = snakemake(project, "--lint", "--configfile", "config/study.yaml", env=without_token())
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    result = snakemake(project, "--configfile", "config/study.yaml", env=without_token())
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "HF_TOKEN is not set" in message
+    assert "https://huggingface.co/settings/tokens" in message and "export HF_TOKEN=" in message
+    assert not (project / "results").exists(), "no job may start without the token"

@@ -1,6 +1,7 @@
 """Helpers and config validation shared by every stage. Functions only; rules live per stage."""
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from mirsafety.core.config import (  # noqa: E402
     without_excluded,
 )
 from mirsafety.core.shards import shard_name, shard_size  # noqa: E402
+from mirsafety.data.hub import require_token  # noqa: E402
 from mirsafety.data.prepare import expected_counts  # noqa: E402
 from mirsafety.render import FIGURES as RENDER_FIGURES  # noqa: E402
 from mirsafety.render import NUMBERS as RENDER_NUMBERS  # noqa: E402
@@ -27,7 +29,14 @@ from mirsafety.reasoning.item_set import (  # noqa: E402
     load_spec as load_reasoning_spec,
     measured_capability,
 )
-from mirsafety.core.job_size import MUIRBENCH_ITEMS, job_resources  # noqa: E402
+from mirsafety.core.job_size import (  # noqa: E402
+    MUIRBENCH_ITEMS,
+    entropy_seconds,
+    generation_seconds,
+    item_seconds,
+    job_resources,
+    judge_seconds,
+)
 
 config.update(
     without_excluded(
@@ -57,6 +66,13 @@ wildcard_constraints:
 def uses_hub():
     """True when this run downloads the real dataset (and so needs HF_TOKEN)."""
     return DATASET == "mir" and not config["dataset"]["local_path"]
+
+
+def require_hub_token():
+    """A run that will download the real dataset stops before its first job without HF_TOKEN,
+    saying where to get one (mirsafety.data.hub.require_token)."""
+    if uses_hub() and not Path(HUB_SNAPSHOT).exists():
+        require_token(config["dataset"]["repo_id"])
 
 
 def sample_spec():
@@ -115,10 +131,16 @@ def generation_inputs(wildcards):
         "instances": str(Path(dataset_dir(), "instances.jsonl")),
         "manifest": dataset_manifest(),
     }
-    weights = config["models"][wildcards.model].get("weights", {})
+    return {**inputs, **weights_input(wildcards.model)}
+
+
+def weights_input(model):
+    """{"weights": the config.json its rule makes} when the workflow builds the model's weights
+    (tiny), else {} (the backend loads them from a path, the hub or an API)."""
+    weights = config["models"][model].get("weights", {})
     if "tiny" in weights:
-        inputs["weights"] = rules.build_tiny_model.output.config.format(tiny=weights["tiny"])
-    return inputs
+        return {"weights": rules.build_tiny_model.output.config.format(tiny=weights["tiny"])}
+    return {}
 
 
 @functools.cache
@@ -137,21 +159,50 @@ def reasoning_total():
 
 
 def shard_resources(wildcards, attempt):
-    """A generation or entropy job: the model's GPUs and memory, runtime scaled by shard size."""
+    """A generation or entropy job (no condition): the model's GPUs and memory, runtime from
+    the throughput model (mirsafety.core.job_size) scaled by shard size."""
     model = config["models"][wildcards.model]
     items = shard_size(dataset_total(), model["shards"])
-    return job_resources(model["resources"], items, attempt)
+    condition = getattr(wildcards, "condition", None)
+    derived = generation_seconds(model, condition) if condition else entropy_seconds(model)
+    seconds = item_seconds(wildcards.model, model["resources"], derived)
+    return job_resources(model["resources"], items, seconds, attempt)
+
+
+def model_threads(wildcards):
+    """CPU threads of a model's generation, reasoning or entropy job: its resources.threads."""
+    return config["models"][wildcards.model]["resources"]["threads"]
+
+
+def judge_threads(wildcards):
+    """CPU threads of a judge job; a judge that runs no model here (phrases, an API, imported
+    labels) needs one."""
+    judge = config["judges"][wildcards.judge]
+    return judge["resources"]["threads"] if judge["kind"] == "harmbench" else 1
 
 
 def judge_resources(wildcards, attempt):
     """A judge job: the judge's GPUs and memory, runtime scaled by the judged shard's size."""
-    items = shard_size(dataset_total(), config["models"][wildcards.model]["shards"])
-    return job_resources(config["judges"][wildcards.judge]["resources"], items, attempt)
+    model, judge = config["models"][wildcards.model], config["judges"][wildcards.judge]
+    items = shard_size(dataset_total(), model["shards"])
+    seconds = item_seconds(wildcards.judge, judge["resources"], judge_seconds(judge, model))
+    return job_resources(judge["resources"], items, seconds, attempt)
 
 
 def reasoning_resources(wildcards, attempt):
     """A reasoning job: the model's GPUs and memory, runtime scaled by the reasoning set's size."""
-    return job_resources(config["models"][wildcards.model]["resources"], reasoning_total(), attempt)
+    model = config["models"][wildcards.model]
+    derived = generation_seconds(model, reasoning_cap=config["reasoning"]["max_new_tokens"])
+    seconds = item_seconds(wildcards.model, model["resources"], derived)
+    return job_resources(model["resources"], reasoning_total(), seconds, attempt)
+
+
+def generation_env(wildcards):
+    """The env of a generate or reasoning_generate job: vLLM pins its own torch and
+    transformers, so a model with backend vllm runs in envs/vllm.yaml."""
+    if config["models"][wildcards.model]["backend"] == "vllm":
+        return "../../envs/vllm.yaml"
+    return "../../envs/generate.yaml"
 
 
 def model_conditions(model, conditions="all"):
@@ -263,10 +314,7 @@ def reasoning_set_inputs(wildcards):
 
 def reasoning_generate_inputs(wildcards):
     inputs = {"item_list": rules.reasoning_set.output.item_list}
-    weights = config["models"][wildcards.model].get("weights", {})
-    if "tiny" in weights:
-        inputs["weights"] = rules.build_tiny_model.output.config.format(tiny=weights["tiny"])
-    return inputs
+    return {**inputs, **weights_input(wildcards.model)}
 
 
 def reasoning_model_entry(model):
@@ -333,10 +381,7 @@ def entropy_inputs(wildcards):
         "generations": rules.generate.output.shard.format(condition="multi_image", **wildcards),
         "instances": str(Path(dataset_dir(), "instances.jsonl")),
     }
-    weights = config["models"][wildcards.model].get("weights", {})
-    if "tiny" in weights:
-        inputs["weights"] = rules.build_tiny_model.output.config.format(tiny=weights["tiny"])
-    return inputs
+    return {**inputs, **weights_input(wildcards.model)}
 
 
 def entropy_outputs():

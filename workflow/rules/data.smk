@@ -1,9 +1,15 @@
 """Stage 1, data: the embedded sample, the hub download, and prepare (any source -> one form)."""
 
-if uses_hub():
+# HF_TOKEN is checked when a run starts (onstart), not when the workflow is parsed, so a dry run,
+# --lint and --report work without it; when set, it is passed on to remote jobs.
+if uses_hub() and "HF_TOKEN" in os.environ:
 
     envvars:
         "HF_TOKEN",
+
+
+onstart:
+    require_hub_token()
 
 
 rule sample_dataset:

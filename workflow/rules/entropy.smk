@@ -11,7 +11,7 @@ rule entropy:
         "logs/entropy/{model}/{shard}.log",
     conda:
         "../../envs/entropy.yaml"
-    threads: 2
+    threads: model_threads
     resources:
         mem_mb=lambda w, attempt: shard_resources(w, attempt)["mem_mb"],
         runtime=lambda w, attempt: shard_resources(w, attempt)["runtime"],

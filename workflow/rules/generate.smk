@@ -26,8 +26,8 @@ rule generate:
     log:
         "logs/generate/{model}/{condition}/{shard}.log",
     conda:
-        "../../envs/generate.yaml"
-    threads: 2
+        generation_env
+    threads: model_threads
     resources:
         mem_mb=lambda w, attempt: shard_resources(w, attempt)["mem_mb"],
         runtime=lambda w, attempt: shard_resources(w, attempt)["runtime"],

@@ -27,7 +27,7 @@ rule judge:
         "logs/judge/{judge}/{model}/{condition}/{shard}.log",
     conda:
         "../../envs/judge.yaml"
-    threads: 2
+    threads: judge_threads
     resources:
         mem_mb=lambda w, attempt: judge_resources(w, attempt)["mem_mb"],
         runtime=lambda w, attempt: judge_resources(w, attempt)["runtime"],

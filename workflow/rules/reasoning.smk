@@ -28,8 +28,8 @@ rule reasoning_generate:
     log:
         "logs/reasoning/{model}.log",
     conda:
-        "../../envs/generate.yaml"
-    threads: 2
+        generation_env
+    threads: model_threads
     resources:
         mem_mb=lambda w, attempt: reasoning_resources(w, attempt)["mem_mb"],
         runtime=lambda w, attempt: reasoning_resources(w, attempt)["runtime"],

@@ -138,7 +138,10 @@ def _columns(rows) -> list[str]:
 
 def write_audit_csv(rows, path, *, comments=()) -> Path:
     """The sheet a person fills in: the ``HUMAN_LABEL_HEADER`` line, any further ``comments``
-    ('#' lines), then a CSV header and the rows (minimal quoting, UTF-8)."""
+    ('#' lines), then a CSV header and the rows (minimal quoting, UTF-8). Lines end in CRLF
+    (RFC 4180): the writer quotes a field only if it holds a character of the line terminator,
+    and readers break lines at a lone CR too, so with "\n" an answer holding a CR would split
+    its row."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = _columns(rows) or [*ROW_COLUMNS, "human_label"]
@@ -147,9 +150,9 @@ def write_audit_csv(rows, path, *, comments=()) -> Path:
     with path.open("w", encoding="utf-8", newline="") as handle:
         for line in (HUMAN_LABEL_HEADER, *comments):
             handle.write(line if line.startswith("#") else f"# {line}")
-            handle.write("\n")
+            handle.write("\r\n")
         writer = csv.DictWriter(handle, fieldnames=columns, quoting=csv.QUOTE_MINIMAL,
-                                lineterminator="\n", restval="")
+                                lineterminator="\r\n", restval="")
         writer.writeheader()
         writer.writerows(rows)
     return path

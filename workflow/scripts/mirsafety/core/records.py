@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import platform
+from importlib.metadata import version as distribution_version
 from pathlib import Path
 
 
@@ -55,12 +56,11 @@ def software_versions(*modules) -> dict:
 
 
 def model_stack_versions() -> dict:
-    """The versions a model stage's output depends on (imported here, only when one is written)."""
-    import PIL
-    import torch
-    import transformers
-
-    return software_versions(torch, transformers, PIL)
+    """The versions a model stage's output depends on, read from the installed distributions'
+    metadata rather than by importing them: a judge job that runs no model (refusal matching)
+    writes its shard without paying for a torch import."""
+    return {"python": platform.python_version(),
+            **{name: distribution_version(name) for name in ("torch", "transformers", "pillow")}}
 
 
 def write_shard(out_path, meta_path, records: list[dict], settings: dict, count_field: str) -> dict:

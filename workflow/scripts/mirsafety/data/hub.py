@@ -22,6 +22,22 @@ class HubUnavailable(RuntimeError):
     """The hub cannot be used from here; the message names the ways forward."""
 
 
+def require_token(repo_id: str) -> None:
+    """Stop a run that will download ``repo_id`` before any job starts when HF_TOKEN is unset:
+    the dataset is gated, and finding that out after the DAG is scheduled wastes a queue slot.
+    Only presence is checked; the token's value is never read into a message."""
+    if os.environ.get("HF_TOKEN", "").strip():
+        return
+    raise HubUnavailable(
+        f"dataset.name: mir downloads {repo_id} from the Hugging Face hub, which needs a read "
+        "token, and HF_TOKEN is not set.\n"
+        f"  Accept the dataset's terms at https://huggingface.co/datasets/{repo_id}, create a "
+        "read token at https://huggingface.co/settings/tokens, and set it in the environment "
+        "Snakemake runs in (`export HF_TOKEN=hf_...`, or your cluster's secret store); never "
+        "put it in a config file.\n" + _ways_forward(repo_id)
+    )
+
+
 def _ways_forward(repo_id: str) -> str:
     return (
         "Two ways forward:\n"

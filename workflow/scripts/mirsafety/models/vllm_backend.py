@@ -1,4 +1,4 @@
-"""vLLM for fast GPU generation, behind the same interface (installed only on GPU machines).
+"""vLLM for fast GPU generation, behind the same interface (its own env: envs/vllm.yaml).
 
 Requests are sent through ``LLM.chat`` in the OpenAI message format (images first, as PNG data
 URLs), so the model's own chat template applies exactly as with the API backend.
@@ -11,15 +11,16 @@ from mirsafety.models.openai_api import build_messages
 def sampling_params(decoding: dict) -> dict:
     """The registry's decoding as vLLM's ``SamplingParams`` keywords, every value explicit.
 
-    Greedy is temperature 0; an unset top_p / top_k / repetition penalty is "off" (1.0, -1,
-    1.0), never a checkpoint default.
+    Greedy is temperature 0; an unset top_p / top_k / repetition penalty is "off" (1.0, 0,
+    1.0: vLLM's own "off" values, which it also sets for greedy), never a checkpoint default.
+    ``make vllm-contract`` checks that vLLM keeps every value as given.
     """
     sample = decoding["do_sample"]
     return {
         "temperature": (1.0 if decoding["temperature"] is None else decoding["temperature"])
         if sample else 0.0,
         "top_p": (decoding["top_p"] or 1.0) if sample else 1.0,
-        "top_k": (decoding["top_k"] or -1) if sample else -1,
+        "top_k": (decoding["top_k"] or 0) if sample else 0,
         "repetition_penalty": decoding["repetition_penalty"] or 1.0,
         "max_tokens": decoding["max_new_tokens"],
         "seed": decoding["seed"],
@@ -40,8 +41,10 @@ class VLLMBackend(Backend):
             from vllm import LLM, SamplingParams
         except ImportError as error:
             raise RuntimeError(
-                "backend 'vllm' needs the vllm package, which is installed only on GPU machines "
-                "(pip install vllm); use backend: transformers elsewhere"
+                "backend 'vllm' needs the vllm package, which only envs/vllm.yaml carries (the "
+                "generate rules pick it for vllm models with --use-conda; on the pip path install "
+                "its pip entries into a venv of their own, as `make vllm-contract` does); use "
+                "backend: transformers elsewhere"
             ) from error
         decoding = model["decoding"]
         self.llm = LLM(model=location, revision=revision, dtype=model["dtype"],
