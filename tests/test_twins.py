@@ -54,7 +54,11 @@ def twin_entry(study_name: str, path) -> dict:
     """The study model's registry entry with the twin's weights, on CPU in float32."""
     entry = dict(STUDY["models"][study_name])
     decoding = {**entry["decoding"], "do_sample": False, "max_new_tokens": 6}
-    return {**entry, "weights": {"path": str(path)}, "dtype": "float32", "decoding": decoding,
+    # The twin runs through transformers whatever the study's engine: the path of the entropy
+    # pass (and of generation for a transformers model); what vLLM does with the same messages
+    # is checked against the real package by `make vllm-contract`.
+    return {**entry, "backend": "transformers", "weights": {"path": str(path)},
+            "dtype": "float32", "decoding": decoding,
             "entropy_capture": True, "batch_size": 1}
 
 

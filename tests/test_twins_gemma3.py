@@ -51,7 +51,11 @@ GREEDY = {"do_sample": False, "max_new_tokens": 6, "temperature": None, "top_p":
 def study_entry(path) -> dict:
     """Gemma-3-12B's registry entry with the twin's weights, on CPU in float32."""
     entry = dict(STUDY["models"]["Gemma-3-12B"])
-    return {**entry, "weights": {"path": str(path)}, "dtype": "float32", "batch_size": 1,
+    # The twin runs through transformers whatever the study's engine: the path of the entropy
+    # pass (and of generation for a transformers model); what vLLM does with the same messages
+    # is checked against the real package by `make vllm-contract`.
+    return {**entry, "backend": "transformers", "weights": {"path": str(path)},
+            "dtype": "float32", "batch_size": 1,
             "entropy_capture": True,
             "decoding": {**entry["decoding"], "do_sample": False, "max_new_tokens": 6}}
 

@@ -101,8 +101,9 @@ def test_study_config_dry_run_plans_every_shard(project):
     assert result.returncode == 0, result.stderr
     table = result.stdout + result.stderr
     study = yaml.safe_load((project / "config/study.yaml").read_text())
-    # an entropy pass for models generated through transformers (API and vLLM models have none)
-    local = sum(m["shards"] for m in study["models"].values() if m["backend"] == "transformers")
+    # an entropy pass, one per shard, for each model entropy.models names (whatever engine
+    # generated its answers; API models have none)
+    local = sum(study["models"][name]["shards"] for name in study["entropy"]["models"])
     runs = sum(m["shards"] * len(m.get("conditions", ["multi_image"]))
                for m in study["models"].values())
     assert re.search(rf"^generate\s+{runs}$", table, flags=re.M)

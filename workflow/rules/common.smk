@@ -369,7 +369,9 @@ def entropy_models():
     model with local weights (an API or imported model has none to run)."""
     chosen = config["entropy"]["models"]
     if chosen is None:
-        return [m for m, spec in config["models"].items() if spec["backend"] == "transformers"]
+        return [
+            m for m, spec in config["models"].items() if spec["backend"] in ("transformers", "vllm")
+        ]
     unknown = sorted(set(chosen) - set(config["models"]))
     if unknown:
         raise ValueError(f"entropy.models names unregistered model(s): {', '.join(unknown)}")
