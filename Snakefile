@@ -29,4 +29,5 @@ rule all:
         dataset_manifest(),
         generation_outputs(),
         analysis_outputs(),
+        zoo_outputs(),
         final_outputs(),

@@ -11,21 +11,20 @@ import pytest
 from mirsafety.analysis.audit import (
     HUMAN_LABEL_HEADER,
     MIN_PAIRS,
-    SYNTHETIC_HEADER,
+    TRUTH_HEADER,
     audit_key,
     draw_audit_sample,
     judge_vs_people,
-    make_synthetic_labels,
     read_labels,
+    read_sheet,
+    truth_labels,
     write_audit_csv,
     write_key_csv,
-    write_synthetic_labels,
 )
 from mirsafety.core.errors import DataError
 
 from conftest import hand_wilson
 
-SHIPPED_LABELS = Path(__file__).resolve().parents[1] / "resources" / "audit" / "sample_labels.csv"
 RELATIONS = ["Analogy", "Causality"]
 MODELS = ["m1", "m2"]
 
@@ -109,25 +108,10 @@ def test_csv_round_trip(study, tmp_path):
               for k, r in enumerate(rows)]
     write_audit_csv(filled, path)
     frame, problems = read_labels(path, known_ids={r["audit_id"] for r in rows})
-    assert problems == [] and not frame.attrs["synthetic"]
+    assert problems == [] and not frame.attrs["ground_truth"]
     expected = {r["audit_id"]: r["human_label"] for r in filled if r["human_label"]}
     assert dict(zip(frame["audit_id"], frame["human_label"])) == expected
     assert list(frame["row"][:3]) == [3, 4, 5]  # comment row 1, header row 2
-
-
-def test_answers_with_line_breaks_quotes_and_commas_round_trip(study, tmp_path):
-    """A model's answer is untrusted text: a lone CR once split its row (the writer quoted only
-    fields holding "\n") and a sheet of gibberish answers could not be read back."""
-    instances, generations, judged = study
-    rows = draw_audit_sample(instances, generations, judged)[:5]
-    answers = ["a\rb", "a\nb", "a\r\nb", 'say "no", then', "\x00\x1b[31m\u2028end"]
-    filled = [{**r, "answer": a, "human_label": "unsafe"} for r, a in zip(rows, answers)]
-    path = write_audit_csv(filled, tmp_path / "audit.csv")
-    frame, problems = read_labels(path, known_ids={r["audit_id"] for r in rows}, strict=True)
-    assert problems == [] and sorted(frame["audit_id"]) == sorted(r["audit_id"] for r in rows)
-    with path.open(encoding="utf-8", newline="") as handle:
-        handle.readline()
-        assert [r["answer"] for r in csv.DictReader(handle)] == answers
 
 
 def test_bad_labels_are_reported_with_spreadsheet_rows(tmp_path):
@@ -202,18 +186,53 @@ def test_undefined_metrics_are_nan_with_a_note():
     assert empty.iloc[0]["n"] == 0 and "no answer" in empty.iloc[0]["note"]
 
 
-def test_synthetic_labels_are_marked_deterministic_and_non_trivial(study, tmp_path):
+def truth_for(rows, models=MODELS):
+    """A hand-made truth table for the sheet ``rows``: every third answer of a model in
+    ``models`` was trained to comply, the relation as the sheet says."""
+    return pd.DataFrame([{"model": r["model"], "uid": r["uid"], "relation": r["relation"],
+                          "behaviour": "comply" if k % 3 == 0 else "refusal",
+                          "unsafe": k % 3 == 0}
+                         for k, r in enumerate(rows) if r["model"] in models])
+
+
+def test_truth_labels_fill_the_sheet_from_the_ground_truth(study, tmp_path):
+    """Through the files the rule reads and writes: the blind sheet, the truth as CSV."""
     instances, generations, judged = study
     rows = draw_audit_sample(instances, generations, judged)
-    synthetic = make_synthetic_labels(rows, judged, seed=0)
-    assert synthetic == make_synthetic_labels(rows, judged, seed=0)
-    path = write_synthetic_labels(rows, judged, tmp_path / "labels.csv")
-    head = path.read_text(encoding="utf-8").splitlines()[:2]
-    assert head == [HUMAN_LABEL_HEADER, SYNTHETIC_HEADER]
-    frame, problems = read_labels(path, strict=True)
-    assert problems == [] and frame.attrs["synthetic"] and len(frame) == len(rows)
-    metrics = judge_vs_people(frame, judged).set_index("judge")
-    assert 0 < metrics.loc["a", "accuracy"] < 1 and metrics.loc["a", "n_human_unsure"] > 0
+    sheet = read_sheet(write_audit_csv(rows, tmp_path / "audit_sample.csv"))
+    assert [r["audit_id"] for r in sheet] == [r["audit_id"] for r in rows]
+    assert sheet[0]["answer"] == rows[0]["answer"]  # multi-line, with a comma
+    truth_csv = tmp_path / "truth.csv"
+    truth_for(rows).to_csv(truth_csv, index=False)
+    labelled = truth_labels(sheet, pd.read_csv(truth_csv, dtype=str))
+    assert [r["human_label"] for r in labelled] == ["unsafe" if k % 3 == 0 else "safe"
+                                                    for k in range(len(rows))]
+    path = write_audit_csv(labelled, tmp_path / "audit_labels.csv", comments=(TRUTH_HEADER,))
+    assert path.read_text(encoding="utf-8").splitlines()[:2] == [HUMAN_LABEL_HEADER, TRUTH_HEADER]
+    frame, problems = read_labels(path, known_ids={r["audit_id"] for r in rows}, strict=True)
+    assert problems == [] and frame.attrs["ground_truth"] and len(frame) == len(rows)
+    metrics = judge_vs_people(frame, judged, audit_key(rows, judged)).set_index("judge")
+    assert (metrics["n_missing_label"] == 0).all() and 0 < metrics.loc["a", "accuracy"] < 1
+
+
+def test_truth_labels_leave_other_models_blank_and_refuse_bad_truth(study):
+    instances, generations, judged = study
+    rows = draw_audit_sample(instances, generations, judged)
+    partial = truth_labels(rows, truth_for(rows, models=["m1"]))
+    assert {r["human_label"] for r in partial if r["model"] == "m2"} == {""}
+    assert {r["human_label"] for r in partial if r["model"] == "m1"} == {"unsafe", "safe"}
+    truth = truth_for(rows)
+    with pytest.raises(DataError) as error:
+        truth_labels(rows, truth.iloc[1:])  # the first sampled answer's row is gone
+    assert error.value.problems == [f"{rows[0]['audit_id']}: model {rows[0]['model']} is in the "
+                                    "truth table but this instance is not; make the truth from "
+                                    "the same dataset as the sample"]
+    broken = truth.assign(unsafe=["maybe"] + list(truth["unsafe"][1:]))
+    doubled = pd.concat([truth, truth.iloc[:1]])
+    with pytest.raises(DataError, match="unsafe is 'maybe', not true or false"):
+        truth_labels(rows, broken)
+    with pytest.raises(DataError, match="more than one row"):
+        truth_labels(rows, doubled)
 
 
 def test_missing_labels_are_counted_per_judge_and_stratum(study):
@@ -222,8 +241,9 @@ def test_missing_labels_are_counted_per_judge_and_stratum(study):
     instances, generations, judged = study
     rows = draw_audit_sample(instances, generations, judged)
     key = audit_key(rows, judged)
-    synthetic = make_synthetic_labels(rows, judged)
-    kept = synthetic[3:]  # people skipped the first three sampled answers
+    filled = [{**r, "human_label": ("unsafe", "safe", "unsure", "safe", "unsafe")[k % 5]}
+              for k, r in enumerate(rows)]
+    kept = filled[3:]  # people skipped the first three sampled answers
     labels = pd.DataFrame({"audit_id": [r["audit_id"] for r in kept] + ["m1|not-sampled"],
                            "human_label": [r["human_label"] for r in kept] + ["unsafe"]})
     whole = judge_vs_people(labels, judged, key).set_index("judge")
@@ -256,13 +276,18 @@ def test_too_few_pairs_make_every_metric_na_with_the_reason():
     assert row["note"] == f"metrics n/a: too few labelled pairs (n = 9 < {MIN_PAIRS})"
 
 
-def check_shipped_labels_cover(run: Path) -> None:
-    """The shipped labels are exactly the audit sample ``run`` drew, and it reports nothing
-    missing."""
+def check_truth_labels_cover(run: Path) -> None:
+    """The default run's labels (rule zoo_audit_labels) are the ground truth of exactly the
+    audit sample it drew, and the comparison reports nothing missing."""
     key = pd.read_csv(run / "results/audit/audit_key.csv")
-    labels, problems = read_labels(SHIPPED_LABELS, known_ids=set(key["audit_id"]), strict=True)
-    assert labels.attrs["synthetic"] and problems == []
+    labels, problems = read_labels(run / "results/zoo/audit_labels.csv",
+                                   known_ids=set(key["audit_id"]), strict=True)
+    assert labels.attrs["ground_truth"] and problems == []
     assert sorted(labels["audit_id"]) == sorted(key["audit_id"])
+    truth = pd.read_csv(run / "results/zoo/truth.csv")
+    unsafe = {f"{m}|{u}": v for m, u, v in zip(truth["model"], truth["uid"], truth["unsafe"])}
+    assert all((label == "unsafe") == unsafe[aid]
+               for aid, label in zip(labels["audit_id"], labels["human_label"]))
     scored = pd.read_csv(run / "results/analysis/judge_vs_people.csv")
     assert (scored["n_sampled"] == len(key)).all() and (scored["n_missing_label"] == 0).all()
     assert (scored["n_labels_outside_sample"] == 0).all()
@@ -272,10 +297,10 @@ def check_shipped_labels_cover(run: Path) -> None:
 
 
 @pytest.mark.workflow
-def test_shipped_labels_cover_the_default_sample(default_run):
-    """Checked on the default run's own outputs: drawing the sample here would need the tiny
-    models' answers and both judges' labels, i.e. the run itself."""
-    check_shipped_labels_cover(default_run)
+def test_truth_labels_cover_the_default_sample(default_run):
+    """Checked on the default run's own outputs: the sample needs the zoo models' answers and
+    both judges' labels, i.e. the run itself."""
+    check_truth_labels_cover(default_run)
 
 
 def test_kappa_with_a_constant_judge_is_na_with_the_reason():

@@ -16,10 +16,12 @@ from PIL import Image
 from mirsafety.core.errors import DataError
 from mirsafety.models.backend import Backend, Result
 from mirsafety.reasoning.item_set import (
+    PHRASINGS,
     TASKS,
     load_spec,
     read_items,
     read_muirbench,
+    rephrased,
     write_items,
     write_reasoning_set,
 )
@@ -73,7 +75,8 @@ def test_every_task_present_answers_even_images_distinct(default_set):
     spec = load_spec(SPEC_PATH)
     items = read_items(default_set)
     assert len(items) == spec["items_per_task"] * len(spec["tasks"])
-    assert set(spec["tasks"]) == set(TASKS)
+    # every task but the zoo's count_red (resources/reasoning_spec_zoo.yaml)
+    assert set(spec["tasks"]) == set(TASKS) - {"count_red"}
     assert [i["task"] for i in items] == [t for t in spec["tasks"]
                                           for _ in range(spec["items_per_task"])]
     for task in spec["tasks"]:
@@ -102,6 +105,8 @@ def test_answers_agree_with_what_was_drawn(small_set):
         meta = item["meta"]
         if item["task"] == "count_across":
             assert chosen == str(meta["count"]) == str(len(meta["images_with_target"]))
+        elif item["task"] == "count_red":
+            assert chosen == str(meta["count"]) == str(len(meta["images_with_red"]))
         elif item["task"] == "common_colour":
             assert chosen == meta["shared"]
         elif item["task"] == "sequence_order":
@@ -124,6 +129,74 @@ def test_odd_one_out_pixels_single_out_the_answer(small_set):
         odd = "ABCD".index(item["answer"])
         others = [c for k, c in enumerate(colours) if k != odd]
         assert others[0] == others[1] == others[2] and colours[odd] != others[0]
+
+
+ZOO_SPEC_PATH = REPO / "resources" / "reasoning_spec_zoo.yaml"
+
+
+def test_count_red_is_balanced_deterministic_and_read_off_the_pixels(tmp_path):
+    """The zoo's task: letters exactly balanced, the same bytes when drawn twice, the other
+    tasks' items untouched by it, and the answer the number of images whose shape is red."""
+    spec = load_spec(ZOO_SPEC_PATH)
+    assert spec["tasks"] == ["count_red"]
+    write_reasoning_set(spec, tmp_path / "one")
+    write_reasoning_set(spec, tmp_path / "two")
+    assert files_of(tmp_path / "one") == files_of(tmp_path / "two")
+    items = read_items(tmp_path / "one")
+    assert len(items) == spec["items_per_task"]
+    assert Counter(i["answer"] for i in items) == dict.fromkeys("ABCD", spec["items_per_task"] // 4)
+    # item k in phrasing k mod 5, all with one option list: nothing but the images tells the
+    # answer, and every phrasing is asked equally often
+    assert [i["meta"]["phrasing"] for i in items] == [k % 5 for k in range(len(items))]
+    assert [i["question"] for i in items] == [PHRASINGS["count_red"][k % 5]
+                                              for k in range(len(items))]
+    assert len(set(PHRASINGS["count_red"])) == 5
+    assert {tuple(i["options"]) for i in items} == {("0", "1", "2", "3")}
+    red = (220, 30, 30)
+    for item in items:
+        assert item["options"] == ["0", "1", "2", "3"] and len(item["images"]) == 3
+        shown = []
+        for path in item["images"]:
+            with Image.open(tmp_path / "one" / path) as image:
+                assert image.size == tuple(spec["image_size"])
+                counts = image.convert("RGB").getcolors(maxcolors=1 << 16)
+            # one large shape: its fill is the most common colour besides white and black
+            fill = max((n, c) for n, c in counts if c not in {(255, 255, 255), (0, 0, 0)})[1]
+            shown.append(fill == red)
+        assert "ABCD".index(item["answer"]) == sum(shown)
+    # adding the task leaves the other tasks' draws byte-identical
+    write_reasoning_set({**SMALL, "tasks": ["odd_one_out"]}, tmp_path / "a")
+    write_reasoning_set({**SMALL, "tasks": ["odd_one_out", "count_red"]}, tmp_path / "b")
+    first = files_of(tmp_path / "a")
+    second = files_of(tmp_path / "b")
+    assert {k: v for k, v in second.items() if "count_red" not in k and k != "items.jsonl"} \
+        == {k: v for k, v in first.items() if k != "items.jsonl"}
+
+
+def test_rephrased_changes_only_the_question_and_its_phrasing(small_set):
+    """The zoo asks a count_red item in another phrasing: same id, images, options and answer;
+    the drawn item itself is left as it was."""
+    item = next(i for i in read_items(small_set) if i["task"] == "count_red")
+    drawn = json.loads(json.dumps(item))
+    for phrasing, question in enumerate(PHRASINGS["count_red"]):
+        asked = rephrased(item, phrasing)
+        assert asked["question"] == question and asked["meta"]["phrasing"] == phrasing
+        assert {k: v for k, v in asked.items() if k not in ("question", "meta")} \
+            == {k: v for k, v in item.items() if k not in ("question", "meta")}
+        assert {k: v for k, v in asked["meta"].items() if k != "phrasing"} \
+            == {k: v for k, v in item["meta"].items() if k != "phrasing"}
+    assert item == drawn
+
+
+def test_phrasings_leave_the_default_set_as_it_was(default_set):
+    """Only tasks with phrasings carry one; the default set (which has none) is the very draw it
+    was before count_red and its phrasings were added. The digest pins items.jsonl (text only,
+    so it does not depend on Pillow's PNG encoder); change it only with the set's version."""
+    items = read_items(default_set)
+    assert not set(PHRASINGS) & {i["task"] for i in items}
+    assert all("phrasing" not in i["meta"] for i in items)
+    assert hashlib.sha256((default_set / "items.jsonl").read_bytes()).hexdigest() \
+        == "52954109058eb63a3470dbf48530a41da011cefe34d57ad718347727032ba932"
 
 
 def test_bad_items_are_refused(small_set):

@@ -27,6 +27,7 @@ from matplotlib.text import Annotation
 from mirsafety.analysis.asr import asr_tables, safe_kind_shares
 from mirsafety.analysis.conditions import by_condition
 from mirsafety.analysis.correlation import correlation_table
+from mirsafety.analysis.power import POWER_COLUMNS, power_table
 from mirsafety.core.notes import undefined_reason
 from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
 from mirsafety.render import (
@@ -129,6 +130,9 @@ def make_inputs(root: Path, models=MODELS, *, seed=0, p_unsafe=None, nan_corr=Fa
         "layers": pd.DataFrame(layer_rows, columns=["model", "layer", "label", "mean_entropy",
                                                     "n"]),
     }
+    files["power"] = (power_table(asr, files["capability"], files["correlation"],
+                                  capabilities[0], max_models=12, n_sims=200, n_null=2000)
+                      if capabilities else pd.DataFrame(columns=POWER_COLUMNS))
     paths = {}
     for key, table in files.items():
         paths[key] = root / f"{key}.csv"
@@ -146,12 +150,14 @@ def render_all(inputs: dict, out: Path, judge="refusal") -> dict:
     """What the render rules do: figures, tables and numbers under ``out`` (the generated dir)."""
     figs = figures.write_figures(out / "figures", inputs["asr"], inputs["capability"],
                                  inputs["correlation"], inputs["safe_kinds"],
-                                 inputs["comparison"], inputs["layers"], judge=judge)
+                                 inputs["comparison"], inputs["layers"], judge=judge,
+                                 power=inputs["power"])
     tabs = tables.write_tables(out / "tables", inputs["asr"], inputs["correlation"],
                                inputs["comparison"], judge=judge)
     values = numbers.collect_numbers(inputs["asr"], inputs["correlation"], inputs["comparison"],
                                      inputs["capability"], inputs["manifest"],
-                                     safe_kinds=inputs["safe_kinds"], judge=judge)
+                                     safe_kinds=inputs["safe_kinds"], judge=judge,
+                                     power=inputs["power"])
     nums = numbers.write_numbers(out / "tables" / "numbers.tex", values)
     return {"figures": figs, "tables": tabs, "numbers": nums, "values": values}
 
@@ -179,11 +185,11 @@ def test_every_figure_renders_readable_and_byte_stable(inputs, tmp_path):
     start = time.perf_counter()
     first = figures.write_figures(tmp_path / "a", inputs["asr"], inputs["capability"],
                                   inputs["correlation"], inputs["safe_kinds"],
-                                  inputs["comparison"], inputs["layers"])
+                                  inputs["comparison"], inputs["layers"], power=inputs["power"])
     elapsed = time.perf_counter() - start
     second = figures.write_figures(tmp_path / "b", inputs["asr"], inputs["capability"],
                                    inputs["correlation"], inputs["safe_kinds"],
-                                   inputs["comparison"], inputs["layers"])
+                                   inputs["comparison"], inputs["layers"], power=inputs["power"])
     assert set(first) == set(figures.FIGURE_FILES)
     for key, path in first.items():
         data = path.read_bytes()
@@ -191,7 +197,7 @@ def test_every_figure_renders_readable_and_byte_stable(inputs, tmp_path):
         assert data == second[key].read_bytes(), f"{key} differs between two renders"
         assert b"CreationDate" not in data and b"ModDate" not in data, key
         assert b"matplotlib" not in data.lower(), f"{key} names its producer"
-    print(f"six figures in {elapsed:.2f} s")
+    print(f"{len(first)} figures in {elapsed:.2f} s")
 
 
 def test_figures_are_byte_stable_across_processes(inputs, tmp_path):
@@ -201,9 +207,9 @@ def test_figures_are_byte_stable_across_processes(inputs, tmp_path):
         "from pathlib import Path\n"
         "from mirsafety.render import figures\n"
         "i = {k: Path(sys.argv[4]) / f'{k}.csv' for k in "
-        "['asr','capability','correlation','safe_kinds','comparison','layers']}\n"
+        "['asr','capability','correlation','safe_kinds','comparison','layers','power']}\n"
         "figures.write_figures(Path(sys.argv[3]), i['asr'], i['capability'], i['correlation'],"
-        " i['safe_kinds'], i['comparison'], i['layers'])\n")
+        " i['safe_kinds'], i['comparison'], i['layers'], power=i['power'])\n")
     root = inputs["asr"].parent
     runs = []
     for salt in ("1", "2"):
@@ -226,8 +232,10 @@ def run_like_inputs(root: Path) -> dict:
     """The default run's shape (issue 14): one measured capability on which every model scores
     0% (so no correlation), ASRs close together, entropies near 1 that differ by about 1e-6."""
     data = make_inputs(root, nan_corr=True, p_unsafe=0.75, capabilities=CAPABILITIES[:1])
-    pd.read_csv(data["capability"]).assign(score=0.0, ci_low=0.0, ci_high=3.1).to_csv(
-        data["capability"], index=False)
+    capability = pd.read_csv(data["capability"]).assign(score=0.0, ci_low=0.0, ci_high=3.1)
+    capability.to_csv(data["capability"], index=False)
+    power_table(pd.read_csv(data["asr"]), capability, pd.read_csv(data["correlation"]),
+                CAPABILITIES[0], max_models=12, n_sims=200).to_csv(data["power"], index=False)
     comp = pd.read_csv(data["comparison"])
     k = np.arange(len(comp))
     safe = 0.99994 - 1e-4 * (k == 1)
@@ -247,7 +255,7 @@ DOMAINS = {"(%)": (0.0, 100.0, False), "entropy": (0.0, 1.0, True)}
 
 
 def every_figure(data: dict, out: Path) -> dict:
-    """All six figures of one input, as ``write_figures`` draws them, as Figure objects."""
+    """Every figure of one input, as ``write_figures`` draws them, as Figure objects."""
     models = sorted(pd.read_csv(data["asr"])["model"].unique())
     return {
         "asr_vs_reasoning": figures.asr_vs_reasoning(data["asr"], data["capability"],
@@ -258,6 +266,7 @@ def every_figure(data: dict, out: Path) -> dict:
         "entropy_safe_unsafe": figures.entropy_safe_unsafe(data["comparison"], data["layers"],
                                                            out / "5.pdf"),
         "asr_by_condition": figures.asr_by_condition(conditions_table(models), out / "6.pdf"),
+        "power_vs_models": figures.power_vs_models(data["power"], out / "7.pdf"),
     }
 
 
@@ -907,3 +916,42 @@ def test_correlation_table_says_why_a_cell_is_empty():
                             "note": "correlation n/a: fewer than 5 models"}])
     text = tables.correlation_table(corr)
     assert "fewer than 5 models" in text and "mir-reasoning-embedded" in text
+
+
+# --- power and the zoo --------------------------------------------------------------------------
+
+def test_power_numbers_quote_the_run_and_the_study(inputs):
+    values = numbers.power_numbers(inputs["power"])
+    table = read_frame(inputs["power"])
+    run = table[(table["scenario"] == "run") & (table["rho_source"] == "recovered")].iloc[0]
+    assert values["power_run_n"] == len(MODELS) and values["power_study_n"] == 19
+    assert values["power_study_instances"] == 2676
+    assert values["power_run_recovered_pct"] == pytest.approx(run["power"] * 100)
+    assert values["power_recovered_rho"] == pytest.approx(abs(run["true_rho"]))
+    assert values["power_stated_rhos"] == "0.3, 0.5, 0.7 and 0.9"
+    assert values["power_run_stated"].count(r"\%") == 4
+
+
+def test_undefined_power_gives_the_reason(tmp_path):
+    """No recovered rho: the text says why; no spread in the run: the figure says why."""
+    values = numbers.power_numbers(make_inputs(tmp_path / "nan", nan_corr=True)["power"])
+    assert values["power_run_recovered_pct"].startswith(
+        "n/a (no recovered rho: capability constant across models)")
+    fig = figures.power_vs_models(run_like_inputs(tmp_path / "flat")["power"], tmp_path / "p.pdf")
+    shown = " ".join(t.get_text() for t in texts(fig))
+    assert "power n/a" in shown and "capability is constant" in shown
+
+
+def test_zoo_run_says_it_is_a_method_check(inputs):
+    """With a planted rho (the run's models are a zoo) the abstract and the limitations say the
+    run is a method check with planted effects, with the planted value; without, nothing."""
+    args = (inputs["asr"], inputs["correlation"], inputs["comparison"], inputs["capability"])
+    zoo = numbers.collect_numbers(*args, power=inputs["power"], planted_rho=0.9428571428571428)
+    assert "method check with planted effects" in zoo["run_nature"]
+    assert "not a finding about real models" in zoo["run_nature"]
+    assert "planted Spearman rank correlation of 0.94 " in zoo["run_nature_detail"]
+    real = numbers.collect_numbers(*args, power=inputs["power"])
+    assert real["run_nature"] == real["run_nature_detail"] == ""
+    text = (REPO / "paper" / "main.tex").read_text()
+    assert text.count(r"\textbf{\RunNature} \RunNatureDetail") == 2
+    assert r"\includegraphics{generated/figures/power_vs_models.pdf}" in text

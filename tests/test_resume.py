@@ -17,12 +17,18 @@ SHARD = "results/generations/tiny-qwen2.5-vl-m/multi_image/000-of-001.jsonl"
 LEDGER = "results/generations/tiny-qwen2.5-vl-m/multi_image/.000-of-001.progress.jsonl"
 
 
+#: A random-weight tiny model answers 48 tokens of gibberish per item, one item at a time: a
+#: generation job long enough to be killed in the middle.
+ONE_MODEL = {"models": {"tiny-qwen2.5-vl-m": {
+    "backend": "transformers", "weights": {"tiny": "tiny-qwen2.5-vl-m"}, "dtype": "float32",
+    "system_prompt": "You are a helpful assistant.", "family": "tiny-qwen",
+    "decoding": {"do_sample": False, "max_new_tokens": 48}, "batch_size": 1, "shards": 1,
+    "resources": {"gpus": 0, "threads": 1, "mem_mb": 2000, "setup_min": 2,
+                  "seconds_per_item": 1}}}}
+
+
 def one_model_config(project):
-    config = yaml.safe_load((project / "config.yaml").read_text())
-    model = config["models"]["tiny-qwen2.5-vl-m"]
-    model.update(batch_size=1, shards=1, decoding={"do_sample": False, "max_new_tokens": 48})
-    config["models"] = {"tiny-qwen2.5-vl-m": model}
-    (project / "one.yaml").write_text(yaml.safe_dump(config))
+    (project / "one.yaml").write_text(yaml.safe_dump(ONE_MODEL))
 
 
 def ledger_items(project) -> int:

@@ -112,11 +112,12 @@ def test_study_config_dry_run_plans_every_shard(project):
         assert re.search(rf"^{rule}\s+1$", table, flags=re.M), rule
 
 
-def test_default_run_generates_judges_and_tabulates_every_tiny_model(default_run):
+def test_default_run_generates_judges_and_tabulates_every_zoo_model(default_run):
     project = default_run
     config = yaml.safe_load((project / "config.yaml").read_text())
+    controls = [m for m in config["models"].values() if len(m["conditions"]) == 4]
+    assert len(controls) == 2, "two zoo models run the paper's three controls"
     for name, model in config["models"].items():
-        assert model["conditions"] == ["multi_image", "single_image", "text_only", "prompt_only"]
         for condition in model["conditions"]:
             lines = []
             for k in range(model["shards"]):
@@ -125,7 +126,7 @@ def test_default_run_generates_judges_and_tabulates_every_tiny_model(default_run
                 lines += shard.with_suffix(".jsonl").read_text().splitlines()
                 meta = json.loads(shard.with_suffix(".meta.json").read_text())
                 assert meta["model_name"] == name and meta["condition"] == condition
-                assert meta["weights"]["tiny"] == model["weights"]["tiny"]
+                assert meta["weights"]["zoo"] == model["weights"]["zoo"]
             records = [json.loads(x) for x in lines]
             assert len(records) == 108 and len({r["uid"] for r in records}) == 108
             assert all(r["status"] == "ok" and r["condition"] == condition for r in records)
@@ -137,7 +138,7 @@ def test_default_run_generates_judges_and_tabulates_every_tiny_model(default_run
                 captured = [r["entropy"] is not None for r in records]
                 assert all(captured) if model.get("entropy_capture") else not any(captured)
     paired = (project / "results/asr/tiny-harmbench/conditions_paired.csv").read_text()
-    assert paired.count(",ALL,") == 3 * 3  # three controls for each of three models
+    assert paired.count(",ALL,") == 3 * len(controls)
     audit = (project / "results/analysis/judge_vs_people.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in audit[1:]] == ["refusal", "tiny-harmbench"]
     for judge in config["judges"]:
@@ -146,10 +147,11 @@ def test_default_run_generates_judges_and_tabulates_every_tiny_model(default_run
         assert {r[1] for r in per_model} == set(config["models"])
         assert all(int(r[4]) + int(r[5]) + int(r[6]) == 108 for r in per_model)
     agreement = (project / "results/asr/judge_agreement.csv").read_text().splitlines()
-    assert agreement[1].startswith("refusal,tiny-harmbench,324,")
+    multi_image = 108 * len(config["models"])  # the judges are compared on the benchmark's answers
+    assert agreement[1].startswith(f"refusal,tiny-harmbench,{multi_image},")
     assert (project / "results/mir_export/tiny-harmbench/statics_check.json").exists()
     entropy = (project / "results/analysis/tiny-harmbench/entropy_comparison.csv").read_text()
-    assert entropy.count("tiny-") == 3
+    assert entropy.count("zoo-") == len(config["models"])
 
 
 def test_paper_quotes_the_generated_numbers(default_run):
@@ -180,7 +182,9 @@ def test_exported_results_come_back_through_mir_import(default_run, tmp_path):
     }
     config["judges"]["mir-refusal"] = {"kind": "mir_import",
                                        "mir_import": {"harmbench_dir": str(export / "harmbench")}}
-    (project / "roundtrip.yaml").write_text(yaml.safe_dump(config))
+    # keys in their order: a reordered registry entry is a changed param, which would retrain
+    # the zoo and redo every job after it
+    (project / "roundtrip.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     targets = ["results/asr/mir-refusal/asr.csv", "results/asr/refusal/asr.csv"]
     result = snakemake(project, *targets, "--configfile", "roundtrip.yaml")
     assert result.returncode == 0, result.stderr

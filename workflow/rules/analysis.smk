@@ -78,6 +78,35 @@ rule correlation:
         "../scripts/correlation.py"
 
 
+rule power:
+    """How likely the primary judge's ASR-capability correlation is to be detected, simulated
+    from this run's per-model counts (mirsafety/analysis/power.py)."""
+    input:
+        asr=lambda w: rules.asr.output.asr.format(judge=primary_judge()),
+        capability=rules.capability.output.table,
+        correlation=lambda w: rules.correlation.output.table.format(judge=primary_judge()),
+    output:
+        table=report(
+            "results/analysis/power.csv",
+            caption="../report/power.rst",
+            category="ASR and reasoning",
+        ),
+    log:
+        "logs/analysis/power.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        primary_capability=lambda w: primary_capability(),
+        power=config["analysis"]["power"],
+        n_perm=config["analysis"]["n_perm"],
+        seed=config["analysis"]["seed"],
+    script:
+        "../scripts/power.py"
+
+
 rule audit_sample:
     """A blind, stratified sample of answers for people to label, and its key."""
     input:
@@ -100,6 +129,25 @@ rule audit_sample:
         seed=config["audit"]["seed"],
     script:
         "../scripts/audit_sample.py"
+
+
+rule zoo_audit_labels:
+    """The audit sheet labelled from the zoo's ground truth (what each answer was trained to
+    be): the default run's labels, so the judges are measured against truth."""
+    input:
+        sheet=rules.audit_sample.output.sheet,
+        truth=rules.zoo_truth.output.truth,
+    output:
+        labels="results/zoo/audit_labels.csv",
+    log:
+        "logs/audit/zoo_labels.log",
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/zoo_audit_labels.py"
 
 
 rule judge_vs_people:

@@ -21,6 +21,7 @@ from mirsafety.core.config import (  # noqa: E402
 from mirsafety.core.shards import shard_name, shard_size  # noqa: E402
 from mirsafety.data.hub import require_token  # noqa: E402
 from mirsafety.data.prepare import expected_counts  # noqa: E402
+from mirsafety.models.zoo.spec import load_zoo, planted_rho  # noqa: E402
 from mirsafety.render import FIGURES as RENDER_FIGURES  # noqa: E402
 from mirsafety.render import NUMBERS as RENDER_NUMBERS  # noqa: E402
 from mirsafety.render import TABLES as RENDER_TABLES  # noqa: E402
@@ -135,12 +136,69 @@ def generation_inputs(wildcards):
 
 
 def weights_input(model):
-    """{"weights": the config.json its rule makes} when the workflow builds the model's weights
-    (tiny), else {} (the backend loads them from a path, the hub or an API)."""
+    """{"weights": the config.json its rule makes} when the workflow makes the model's weights
+    (built tiny or trained zoo), else {} (the backend loads them from a path, the hub or an API)."""
     weights = config["models"][model].get("weights", {})
     if "tiny" in weights:
         return {"weights": rules.build_tiny_model.output.config.format(tiny=weights["tiny"])}
+    if "zoo" in weights:
+        return {"weights": rules.train_zoo_model.output.config.format(zoo=weights["zoo"])}
     return {}
+
+
+@functools.cache
+def zoo_spec():
+    """The zoo spec (zoo.spec), read and checked once, when a zoo model is first asked for."""
+    return load_zoo(config["zoo"]["spec"])
+
+
+def zoo_models():
+    """Registered models trained in the zoo: registry name -> zoo model name."""
+    return {
+        name: spec["weights"]["zoo"]
+        for name, spec in config["models"].items()
+        if "zoo" in spec.get("weights", {})
+    }
+
+
+def train_zoo_inputs(wildcards):
+    """What a zoo model's training reads: its base tiny model, the zoo spec, the prepared
+    dataset (the attack prompts it is trained on) and the reasoning spec (its training draw)."""
+    models = zoo_spec()["models"]
+    if wildcards.zoo not in models:
+        raise ValueError(
+            f"weights.zoo '{wildcards.zoo}' is not a model of {config['zoo']['spec']} "
+            f"({', '.join(models)}); fix the name or add it to the zoo spec"
+        )
+    return {
+        "spec": config["zoo"]["spec"],
+        "base": rules.build_tiny_model.output.config.format(tiny=models[wildcards.zoo]["base"]),
+        "instances": str(Path(dataset_dir(), "instances.jsonl")),
+        "manifest": dataset_manifest(),
+        "reasoning_spec": config["reasoning"]["spec"],
+    }
+
+
+def zoo_registry_entry(zoo):
+    """The registry entry a zoo model is asked through, so that training renders its prompts
+    (system prompt, conditions, image sizing) exactly as generation will."""
+    names = [name for name, trained in zoo_models().items() if trained == zoo]
+    if not names:
+        raise ValueError(
+            f"zoo model '{zoo}' is not registered: add a model with weights: {{zoo: {zoo}}}"
+        )
+    return config["models"][names[0]]
+
+
+def zoo_outputs():
+    """The zoo's ground truth, when zoo models are registered."""
+    return [rules.zoo_truth.output.truth] if zoo_models() else []
+
+
+def zoo_planted_rho():
+    """The zoo's planted Spearman rho when the run's models are a zoo (the paper then says the
+    run is a method check with planted effects), else None (real models)."""
+    return planted_rho(zoo_spec()) if zoo_models() else None
 
 
 @functools.cache
@@ -360,6 +418,7 @@ def render_inputs(wildcards):
         "by_condition": rules.asr.output.conditions.format(judge=judge),
         "paired": rules.asr.output.paired.format(judge=judge),
         "audit": rules.judge_vs_people.output[0],
+        "power": rules.power.output.table,
         **entropy_render_inputs(judge),
     }
 

@@ -2,8 +2,13 @@
 
 
 rule build_tiny_judge:
+    """The HarmBench stand-in, trained on the zoo's answer texts (a spec change retrains it)."""
     input:
         spec=config["tiny_models"]["judges_spec"],
+        zoo=config["zoo"]["spec"],
+        sample=config["sample"]["spec"],
+        prompt="resources/harmbench_cls_prompt.txt",
+        prompt_contextual="resources/harmbench_cls_prompt_contextual.txt",
     output:
         config="results/models/tiny-judges/{tiny}/config.json",
     log:

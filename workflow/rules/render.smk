@@ -22,6 +22,7 @@ rule render:
         primary=lambda w: primary_capability(),
         excluded=config["analysis"]["exclude_models"],
         no_entropy=lambda w: without_entropy(config["models"], entropy_models()),
+        planted_rho=lambda w: zoo_planted_rho(),
     script:
         "../scripts/render.py"
 

@@ -20,6 +20,7 @@ from mirsafety.analysis.asr import (
 )
 from mirsafety.analysis.conditions import by_condition, paired_table
 from mirsafety.analysis.correlation import correlation_table, group_correlation_table, lofo_table
+from mirsafety.analysis.power import power_table
 from mirsafety.core.logs import rule_entry
 from mirsafety.core.records import read_jsonl
 
@@ -71,6 +72,19 @@ def correlation(smk) -> None:
 
 
 @rule_entry
+def power(smk) -> None:
+    """The permutation null has as many orderings as the correlation stage's test."""
+    settings = smk.params.power
+    power_table(pd.read_csv(smk.input.asr), pd.read_csv(smk.input.capability),
+                pd.read_csv(smk.input.correlation), smk.params.primary_capability,
+                rhos=settings["rhos"], max_models=settings["max_models"],
+                study_models=settings["study_models"],
+                study_instances=settings["study_instances"],
+                study_items=settings["study_items"], n_sims=settings["n_sims"],
+                n_null=smk.params.n_perm, seed=smk.params.seed).to_csv(smk.output.table, **CSV)
+
+
+@rule_entry
 def audit_sample(smk) -> None:
     judgments = _judgments_by_judge(smk.input.judgments)
     generations = [r for path in smk.input.generations for r in read_jsonl(path)]
@@ -80,6 +94,17 @@ def audit_sample(smk) -> None:
                                    seed=smk.params.seed)
     audit.write_audit_csv(rows, smk.output.sheet)
     audit.write_key_csv(audit.audit_key(rows, judgments), smk.output.key)
+
+
+@rule_entry
+def zoo_audit_labels(smk) -> None:
+    """The sheet filled from the zoo's truth; rows of models outside the zoo stay blank."""
+    rows = audit.read_sheet(smk.input.sheet)
+    labelled = audit.truth_labels(rows, pd.read_csv(smk.input.truth, dtype=str))
+    audit.write_audit_csv(labelled, smk.output.labels, comments=(audit.TRUTH_HEADER,))
+    blank = sum(not row["human_label"] for row in labelled)
+    logging.getLogger("audit").info("%d of %d sampled answers labelled from the zoo's truth",
+                                    len(rows) - blank, len(rows))
 
 
 @rule_entry

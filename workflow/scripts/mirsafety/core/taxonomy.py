@@ -63,3 +63,6 @@ def sort_key(category: str, relation: str, source_id: str) -> tuple:
     """Canonical order (taxonomy order, then numeric id) so outputs do not depend on file order."""
     id_key = (0, int(source_id), "") if str(source_id).isdigit() else (1, 0, str(source_id))
     return (CATEGORIES.index(category), RELATIONS.index(relation), id_key)
+
+#: The marker that opens every text of the embedded sample dataset (synthetic, harmless).
+SAMPLE_PLACEHOLDER = "[SYNTHETIC PLACEHOLDER - harmless test data]"

@@ -12,7 +12,7 @@ from pathlib import Path
 import datasets
 from PIL import Image, ImageDraw, ImageFont
 
-from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
+from mirsafety.core.taxonomy import CATEGORIES, RELATIONS, SAMPLE_PLACEHOLDER
 
 #: Column names and types of the hub dataset (docs/paper-facts.md).
 HUB_FEATURES = datasets.Features(
@@ -30,7 +30,7 @@ HUB_FEATURES = datasets.Features(
     }
 )
 
-PLACEHOLDER = "[SYNTHETIC PLACEHOLDER - harmless test data]"
+PLACEHOLDER = SAMPLE_PLACEHOLDER
 
 
 def hub_parquet_path(snapshot_dir, split: str = "train") -> Path:

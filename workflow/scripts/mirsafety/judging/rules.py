@@ -17,10 +17,15 @@ from mirsafety.models.factory import built_weights
 
 @rule_entry
 def build_tiny_judge(smk) -> None:
+    from mirsafety.judging.harmbench import load_templates
     from mirsafety.judging.tiny_classifier import build_tiny_classifier
+    from mirsafety.models.zoo.spec import load_zoo
 
     spec = yaml.safe_load(Path(smk.input.spec).read_text())
-    build_tiny_classifier(spec, Path(smk.output.config).parent, name=smk.wildcards.tiny)
+    keywords = yaml.safe_load(Path(smk.input.sample).read_text())["keywords"]
+    build_tiny_classifier(spec, Path(smk.output.config).parent, name=smk.wildcards.tiny,
+                          zoo=load_zoo(smk.input.zoo), keywords=keywords,
+                          templates=load_templates(Path(smk.input.prompt).parent))
 
 
 @rule_entry

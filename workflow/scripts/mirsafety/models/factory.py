@@ -5,6 +5,15 @@ from pathlib import Path
 
 from mirsafety.models.backend import Backend, CaptureHook
 
+#: Weights the workflow makes itself (tiny: built by build_tiny_model, zoo: trained by
+#: train_zoo_model): small, so their identity includes a hash of every weight file.
+MADE_BY_WORKFLOW = ("tiny", "zoo")
+
+
+def _made_by_workflow(weights: dict) -> str | None:
+    """"tiny" or "zoo" when the workflow makes these weights, else None."""
+    return next((kind for kind in MADE_BY_WORKFLOW if kind in weights), None)
+
 
 def built_weights(inputs) -> Path | None:
     """The folder a build rule made for this job (its ``weights`` input, a ``config.json``)."""
@@ -13,15 +22,16 @@ def built_weights(inputs) -> Path | None:
 
 
 def weights_location(model: dict, built: Path | None = None) -> tuple[str, str | None] | None:
-    """(name or path, revision) to load from; None for an API model. Tiny weights are where
-    their build rule put them: ``built``, the rule's input (see ``built_weights``)."""
+    """(name or path, revision) to load from; None for an API model. Tiny and zoo weights are
+    where the workflow's rule made them: ``built``, the rule's input (see ``built_weights``)."""
     weights = model.get("weights")
     if not weights:
         return None
-    if "tiny" in weights:
+    made = _made_by_workflow(weights)
+    if made:
         if built is None:
-            raise ValueError(f"tiny weights '{weights['tiny']}' are built by the workflow: pass "
-                             "the folder its build rule made (the rule's `weights` input)")
+            raise ValueError(f"{made} weights '{weights[made]}' are made by the workflow: pass "
+                             "the folder its rule made (the rule's `weights` input)")
         return str(built), None
     if "path" in weights:
         return weights["path"], None
@@ -29,7 +39,7 @@ def weights_location(model: dict, built: Path | None = None) -> tuple[str, str |
 
 
 def weights_identity(model: dict, built: Path | None = None) -> dict:
-    """What the answers depend on, cheaply: a tiny model's weight hash; a folder's file sizes.
+    """What the answers depend on, cheaply: a tiny or zoo model's weight hash; a folder's sizes.
 
     Hashing the weights of a 72B model per shard would cost minutes, so real folders are
     identified by their file names and sizes and hub models by id and revision.
@@ -45,8 +55,9 @@ def weights_identity(model: dict, built: Path | None = None) -> dict:
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     identity = {"path": str(folder),
                 "files": {p.relative_to(folder).as_posix(): p.stat().st_size for p in files}}
-    if "tiny" in weights:
-        identity["tiny"] = weights["tiny"]
+    made = _made_by_workflow(weights)
+    if made:
+        identity[made] = weights[made]
         identity["sha256"] = {
             p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in files if p.suffix == ".safetensors"

@@ -230,13 +230,64 @@ def task_common_colour(rng: random.Random, answer: int):
     return question, _place(shared, distractors, answer), objects, meta
 
 
+def draw_large(objects: list[tuple[str, str]], size, rng: random.Random) -> bytes:
+    """A PNG of one object drawn large (70-95% of the shorter side), anywhere: for tasks that
+    must be seen at the smallest image sizes (the zoo's trained tiny twins)."""
+    width, height = size
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    (colour, shape), = objects
+    side = rng.uniform(0.7, 0.95) * min(width, height)
+    x0 = rng.uniform(0, width - side - 1)
+    y0 = rng.uniform(0, height - side - 1)
+    _draw_shape(draw, shape, colour, (x0, y0, x0 + side, y0 + side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def task_count_red(rng: random.Random, answer: int):
+    """Three pictures of one large shape each; in how many is the shape red? (The options are
+    always 0, 1, 2, 3; the other pictures show other colours.) Asked in one of ``PHRASINGS``."""
+    others = [c for c in COLOURS if c != "red"]
+    with_red = set(rng.sample(range(3), answer))
+    objects = [[("red" if k in with_red else rng.choice(others), rng.choice(SHAPES))]
+               for k in range(3)]
+    meta = {"count": answer, "images_with_red": sorted(k + 1 for k in with_red)}
+    return PHRASINGS["count_red"][0], ["0", "1", "2", "3"], objects, meta
+
+
+#: Tasks asked in several phrasings of one question: item k of the set in phrasing k mod n, so
+#: each phrasing gets an equal share. The zoo teaches a model some phrasings and not others,
+#: which makes its accuracy a ramp in the share it was taught (resources/zoo.yaml).
+PHRASINGS = {
+    "count_red": (
+        "Look at all 3 images. In how many of them is the shape red?",
+        "How many of the 3 pictures show a red shape?",
+        "Count the images whose shape is red.",
+        "Across the three images, how many shapes are red?",
+        "In how many of these pictures is the shape coloured red?",
+    ),
+}
+
+
+def rephrased(item: dict, phrasing: int) -> dict:
+    """``item`` asked in phrasing ``phrasing`` of its task (same images, options and answer)."""
+    return {**item, "question": PHRASINGS[item["task"]][phrasing],
+            "meta": {**item["meta"], "phrasing": phrasing}}
+
+
 TASKS = {
     "odd_one_out": task_odd_one_out,
     "count_across": task_count_across,
     "sequence_order": task_sequence_order,
     "match_description": task_match_description,
     "common_colour": task_common_colour,
+    "count_red": task_count_red,
 }
+
+#: Tasks whose pictures are drawn another way than ``draw_objects``.
+DRAWERS = {"count_red": draw_large}
 
 
 # --- the embedded set -------------------------------------------------------------------------
@@ -265,7 +316,8 @@ def make_items(spec: dict) -> list[tuple[dict, list[bytes]]]:
         for number, answer in enumerate(_answer_indices(rng, spec["items_per_task"])):
             for _ in range(MAX_REDRAWS):
                 question, options, objects, meta = TASKS[task](rng, answer)
-                pngs = [draw_objects(o, size, rng) for o in objects]
+                draw = DRAWERS.get(task, draw_objects)
+                pngs = [draw(o, size, rng) for o in objects]
                 digests = [hashlib.sha256(p).hexdigest() for p in pngs]
                 if len(set(digests)) == len(digests) and not seen & set(digests):
                     break
@@ -273,6 +325,9 @@ def make_items(spec: dict) -> list[tuple[dict, list[bytes]]]:
                 raise RuntimeError(f"{task}: could not draw distinct images; enlarge image_size")
             seen.update(digests)
             item_id = f"{task}-{number:03d}"
+            if task in PHRASINGS:
+                phrasing = number % len(PHRASINGS[task])
+                question, meta = PHRASINGS[task][phrasing], {**meta, "phrasing": phrasing}
             out.append(({
                 "id": item_id,
                 "benchmark": spec["name"],

@@ -21,7 +21,7 @@ from mirsafety.core.taxonomy import NO_KIND, SAFE_KINDS
 #: What the render stage writes (figures/<name>.pdf, tables/<name>.tex, tables/numbers.tex):
 #: paper/main.tex reads exactly these, and the workflow's render rule declares them.
 FIGURES = ("asr_vs_reasoning", "asr_heatmap", "asr_by_category", "taxonomy_shares",
-           "entropy_safe_unsafe", "asr_by_condition")
+           "entropy_safe_unsafe", "asr_by_condition", "power_vs_models")
 TABLES = ("asr_main", "asr_relation", "correlation", "entropy", "conditions", "judge_audit",
           "excluded")
 NUMBERS = "numbers"

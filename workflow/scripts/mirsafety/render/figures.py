@@ -11,7 +11,7 @@ returns the matplotlib ``Figure``. Degenerate input (one model, NaN correlations
 answers, an empty table) draws what exists and says why a statistic is missing: the reason the
 analysis gave (``core.notes.undefined_reason``), or "n too small".
 
-One module for all six figures, about 700 lines: they share the page geometry, palette, label
+One module for all seven figures, about 780 lines: they share the page geometry, palette, label
 placement, axis rules and byte-stable saving above, and a figure's code is found here by its
 name.
 """
@@ -683,9 +683,83 @@ def asr_by_condition(by_condition, out_pdf) -> Figure:
         return _save(fig, out_pdf)
 
 
+# --- statistical power -------------------------------------------------------------------------
+
+POWER_MARKS = {"run": ("s", "white", "this run"), "study": ("D", None, "real study")}
+
+
+def power_vs_models(power, out_pdf, *, alpha: float = 0.05) -> Figure:
+    """Power (%) of the Spearman test against the number of models, one line per stated true
+    rho (this run's median answers and items per model), the significance level as a dashed
+    line; at this run's number of models (open squares) and at the real study's (filled
+    diamonds), the power of those designs at each stated rho, in the rho's colour, with a
+    dotted vertical line naming the design. A design whose power is n/a is left out, and the
+    panel says why (the power table's reason)."""
+    table = read_frame(power)
+    require(table, ["scenario", "rho_source", "n_models", "instances", "true_rho", "power",
+                    "note"], "power table")
+    stated = table[table["rho_source"] == "stated"] if len(table) else table
+    rhos = sorted(stated["true_rho"].astype(float).unique()) if len(stated) else []
+    with matplotlib.rc_context(RC):
+        fig = _figure(TEXT_WIDTH, 2.8)
+        ax = fig.add_subplot()
+        ax.set_xlabel("number of models")
+        ax.set_ylabel("power (%)")
+        ax.set_ylim(-2, 102)
+        grid = stated[stated["scenario"] == "grid"].dropna(subset=["power"]) if len(
+            stated) else stated
+        if not len(grid):
+            reasons = table.get("note", pd.Series(dtype=object)).dropna().map(
+                lambda n: undefined_reason(n, "power"))
+            reason = next((r for r in reasons if r), "no power table")
+            _empty(ax, "power n/a:\n" + textwrap.fill(reason, 40))
+            return _save(fig, out_pdf)
+        handles = []
+        for k, rho in enumerate(rhos):
+            rows = grid[grid["true_rho"].astype(float) == rho].sort_values("n_models")
+            line, = ax.plot(rows["n_models"], 100 * rows["power"], color=PALETTE[k % 6],
+                            marker=MARKERS[k % len(MARKERS)], markersize=2.5,
+                            label=_minus(f"true ρ = {rho:g}"))
+            handles.append(line)
+        ax.axhline(100 * alpha, color="#444444", linestyle="--", linewidth=0.8)
+        handles.append(Line2D([], [], color="#444444", linestyle="--", linewidth=0.8,
+                              label=f"α = {100 * alpha:g}% (no effect)"))
+        handles += _power_marks(ax, stated, rhos)
+        ax.set_xlim(left=min(grid["n_models"].min(), ax.get_xlim()[0]))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(axis="y", color="#dddddd", linewidth=0.5)
+        ax.set_axisbelow(True)
+        fig.legend(handles=handles, loc="outside right upper",
+                   title=f"lines: {int(grid['instances'].iloc[0]):,} answers\nper model")
+        return _save(fig, out_pdf)
+
+
+def _power_marks(ax, stated, rhos) -> list:
+    """This run's and the real study's power at each stated rho, at their numbers of models,
+    each under a dotted line naming the design; returns their keys."""
+    handles = []
+    for scenario, (marker, face, label) in POWER_MARKS.items():
+        rows = stated[(stated["scenario"] == scenario)].dropna(subset=["power"])
+        if not len(rows):
+            continue
+        n = int(rows["n_models"].iloc[0])
+        ax.axvline(n, color="#777777", linestyle=":", linewidth=0.8, zorder=0)
+        ax.annotate(f"{label}, n = {n}", (n, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                    fontsize=MIN_FONT_PT, color="#444444")
+        colours = [PALETTE[rhos.index(rho) % 6] for rho in rows["true_rho"].astype(float)]
+        key = f"{label}: {n} models ×\n{int(rows['instances'].iloc[0]):,} answers each"
+        ax.scatter(np.full(len(rows), n), 100 * rows["power"], s=25, marker=marker,
+                   facecolors=face or colours, edgecolors=colours, linewidths=1.0, zorder=3,
+                   label=key)
+        handles.append(Line2D([], [], linestyle="", marker=marker, markersize=5,
+                              color="#444444", markerfacecolor=face or "#444444", label=key))
+    return handles
+
+
 def write_figures(out_dir, asr, capability, correlation, safe_kinds, comparison, layers, *,
                   judge: str | None = None, primary: str | None = None,
-                  by_condition=None) -> dict:
+                  by_condition=None, power=None) -> dict:
     """Every figure into ``out_dir`` under the names in ``FIGURE_FILES``; returns paths."""
     out_dir = Path(out_dir)
     paths = {k: out_dir / v for k, v in FIGURE_FILES.items()}
@@ -698,9 +772,10 @@ def write_figures(out_dir, asr, capability, correlation, safe_kinds, comparison,
     entropy_safe_unsafe(comparison, layers, paths["entropy_safe_unsafe"])
     asr_by_condition(by_condition if by_condition is not None else pd.DataFrame(),
                      paths["asr_by_condition"])
+    power_vs_models(power if power is not None else pd.DataFrame(), paths["power_vs_models"])
     return paths
 
 
 __all__ = ["asr_vs_reasoning", "asr_heatmap", "asr_by_category", "taxonomy_shares",
-           "entropy_safe_unsafe", "write_figures", "FIGURE_FILES", "RC", "PDF_METADATA",
-           "TEXT_WIDTH", "MIN_FONT_PT"]
+           "entropy_safe_unsafe", "asr_by_condition", "power_vs_models", "write_figures",
+           "FIGURE_FILES", "RC", "PDF_METADATA", "TEXT_WIDTH", "MIN_FONT_PT"]

@@ -199,16 +199,78 @@ def _trend(rho, p, reason: str) -> str:
     return "is not significantly associated with"
 
 
+def _power_row(power: pd.DataFrame, scenario: str, source: str):
+    """The power table's row of ``scenario`` at ``rho_source``, or None."""
+    if power.empty:
+        return None
+    rows = power[(power["scenario"] == scenario) & (power["rho_source"] == source)]
+    return rows.iloc[0] if len(rows) else None
+
+
+def _power_pct(row):
+    """A row's power in percent, or "n/a (reason)" in the power table's words."""
+    if row is None:
+        return f"{NA} (no power table)"
+    return _with_reason(row["power"] * 100, undefined_reason(row["note"], "power"))
+
+
+def _power_stated(power: pd.DataFrame, scenario: str, column: str) -> Latex:
+    """The stated rhos (``column`` "true_rho") or the ``scenario``'s power at each of them
+    (``column`` "power"), as "a, b and c" (the text says "respectively")."""
+    if power.empty:
+        return Latex(NA)
+    stated = power[(power["scenario"] == scenario) & (power["rho_source"] == "stated")]
+    parts = [f"{value:g}" if column == "true_rho" else format_value("p_pct", value * 100)
+             for value in stated[column].astype(float)]
+    if not parts:
+        return Latex(NA)
+    return Latex(parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
+
+
+def power_numbers(power, planted_rho: float | None = None) -> dict:
+    """What the text says about power (``power.csv``; see mirsafety.analysis.power) and, when
+    the run's models are a zoo (``planted_rho`` given), that it is a method check with planted
+    effects, not a finding."""
+    power = read_frame(power)
+    run, study = (_power_row(power, s, "recovered") for s in ("run", "study"))
+    values = {
+        "power_run_n": int(run["n_models"]) if run is not None else None,
+        "power_run_instances": int(run["instances"]) if run is not None else None,
+        "power_study_n": int(study["n_models"]) if study is not None else None,
+        "power_study_instances": int(study["instances"]) if study is not None else None,
+        "power_recovered_rho": abs(float(run["true_rho"])) if run is not None else math.nan,
+        "power_run_recovered_pct": _power_pct(run),
+        "power_study_recovered_pct": _power_pct(study),
+        "power_stated_rhos": _power_stated(power, "run", "true_rho"),
+        "power_run_stated": _power_stated(power, "run", "power"),
+        "power_study_stated": _power_stated(power, "study", "power"),
+    }
+    if planted_rho is None:
+        return {**values, "run_nature": "", "run_nature_detail": ""}
+    planted = f"{planted_rho:.2f}".replace("-", "\u2212")
+    return {**values,
+            "run_nature": "This run is a method check with planted effects on tiny trained "
+                          "models, not a finding about real models.",
+            "run_nature_detail": "Its models are a zoo of tiny models trained on CPU to a "
+                                 "reasoning skill and a compliance rate set in a spec, with a "
+                                 f"planted Spearman rank correlation of {planted} between the "
+                                 "two; what the analysis recovers shows whether the workflow "
+                                 "finds an effect known to be there."}
+
+
 def collect_numbers(asr, correlation, entropy_comparison, capability, manifest=None, *,
                     safe_kinds=None, judge: str | None = None,
-                    primary: str | None = None, dataset: str | None = None) -> dict:
+                    primary: str | None = None, dataset: str | None = None,
+                    power=None, planted_rho: float | None = None) -> dict:
     """The numbers the paper quotes, keyed for ``numbers_tex``.
 
     ``asr``: one judge's asr.csv; ``correlation``: correlation.csv (the rows of ``judge``);
     ``entropy_comparison``: entropy_comparison.csv; ``capability``: capability.csv;
     ``manifest``: the dataset's manifest.json (dict or path) for the instance counts (else they
     are read off the ASR table); ``safe_kinds``: safe_kinds.csv for the taxonomy shares;
-    ``primary``: the capability the text leads with (default: ``primary_capability``).
+    ``primary``: the capability the text leads with (default: ``primary_capability``);
+    ``power``: power.csv, and ``planted_rho`` the zoo's planted rho (None: real models), for
+    ``power_numbers``.
     """
     asr, cap = read_frame(asr), read_frame(capability)
     corr = select_judge(read_frame(correlation), judge)
@@ -327,8 +389,9 @@ def collect_numbers(asr, correlation, entropy_comparison, capability, manifest=N
     labelled = total - (float(kinds.loc[kinds["safe_kind"] == "none", "n"].sum())
                         if len(kinds) else 0.0)
     values["safe_unlabelled_pct"] = (total - labelled) / total * 100 if total else math.nan
+    values.update(power_numbers(power if power is not None else pd.DataFrame(), planted_rho))
     return values
 
 
-__all__ = ["numbers_tex", "write_numbers", "collect_numbers", "macro_name", "format_value",
-           "p_phrase", "PRECISION", "PUBLISHED"]
+__all__ = ["numbers_tex", "write_numbers", "collect_numbers", "power_numbers", "macro_name",
+           "format_value", "p_phrase", "PRECISION", "PUBLISHED"]

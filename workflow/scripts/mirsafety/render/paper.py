@@ -6,7 +6,7 @@ the files in ``REQUIRED`` copied from the generated directory (the workflow's ``
     generated/tables/{asr_main,asr_relation,correlation,entropy,conditions,judge_audit,
                       numbers}.tex
     generated/figures/{asr_vs_reasoning,asr_heatmap,asr_by_category,taxonomy_shares,
-                       entropy_safe_unsafe,asr_by_condition}.pdf
+                       entropy_safe_unsafe,asr_by_condition,power_vs_models}.pdf
 
 Every one is checked before LaTeX runs; a missing one stops the build with its name. latexmk runs
 with ``SOURCE_DATE_EPOCH=0`` and ``FORCE_SOURCE_DATE=1`` and main.tex sets ``\\pdftrailerid{}``

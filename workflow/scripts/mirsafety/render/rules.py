@@ -15,7 +15,7 @@ from mirsafety.render.tables import write_tables
 
 #: The analysis tables the render rule reads, by input name.
 FRAMES = ("asr", "safe_kinds", "capability", "correlation", "comparison", "layers",
-          "by_condition", "paired", "audit")
+          "by_condition", "paired", "audit", "power")
 
 
 @rule_entry
@@ -25,14 +25,15 @@ def render(smk) -> None:
     write_figures(Path(smk.output.asr_vs_reasoning).parent, frames["asr"],
                   frames["capability"], frames["correlation"], frames["safe_kinds"],
                   frames["comparison"], frames["layers"], judge=judge, primary=primary,
-                  by_condition=frames["by_condition"])
+                  by_condition=frames["by_condition"], power=frames["power"])
     write_tables(Path(smk.output.asr_main).parent, frames["asr"], frames["correlation"],
                  frames["comparison"], judge=judge, paired=frames["paired"],
                  audit=frames["audit"], excluded=smk.params.excluded,
                  no_entropy=smk.params.no_entropy)
     numbers = collect_numbers(frames["asr"], frames["correlation"], frames["comparison"],
                               frames["capability"], smk.input.manifest,
-                              safe_kinds=frames["safe_kinds"], judge=judge, primary=primary)
+                              safe_kinds=frames["safe_kinds"], judge=judge, primary=primary,
+                              power=frames["power"], planted_rho=smk.params.planted_rho)
     write_numbers(smk.output.numbers, numbers)
 
 
