@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
-from mirsafety.core.taxonomy import CATEGORIES, RELATIONS
-from mirsafety.data.sample import HUB_FEATURES, PLACEHOLDER, make_records, write_sample
+from mirsafety.core.taxonomy import CATEGORIES, RELATIONS, SAMPLE_PLACEHOLDER
+from mirsafety.data.sample import HUB_FEATURES, make_records, write_sample
 
 from conftest import REPO
 
@@ -37,8 +37,8 @@ def test_every_cell_is_covered_with_two_to_four_distinct_images():
 
 def test_prompts_are_labelled_synthetic_placeholders():
     for record in make_records(SPEC):
-        assert record["revised_prompt"].startswith(PLACEHOLDER)
-        assert record["original_question"].startswith(PLACEHOLDER)
+        assert record["revised_prompt"].startswith(SAMPLE_PLACEHOLDER)
+        assert record["original_question"].startswith(SAMPLE_PLACEHOLDER)
 
 
 def test_written_in_the_hub_format(tmp_path):

@@ -30,9 +30,6 @@ HUB_FEATURES = datasets.Features(
     }
 )
 
-PLACEHOLDER = SAMPLE_PLACEHOLDER
-
-
 def hub_parquet_path(snapshot_dir, split: str = "train") -> Path:
     """Where the hub keeps a single-shard split inside a dataset snapshot."""
     return Path(snapshot_dir) / "data" / f"{split}-00000-of-00001.parquet"
@@ -78,11 +75,11 @@ def make_records(spec: dict) -> list[dict]:
                         "category": category,
                         "relationship_type": relation,
                         "original_question": (
-                            f"{PLACEHOLDER} Seed question #{seed_no} standing in for the "
+                            f"{SAMPLE_PLACEHOLDER} Seed question #{seed_no} standing in for the "
                             f"{category} category."
                         ),
                         "revised_prompt": (
-                            f"{PLACEHOLDER} Look at the {count} pictures "
+                            f"{SAMPLE_PLACEHOLDER} Look at the {count} pictures "
                             f"({', '.join(keywords)}) and describe how they are linked "
                             f"({relation.replace('_', ' ').lower()})."
                         ),
