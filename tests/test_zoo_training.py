@@ -21,6 +21,7 @@ from mirsafety.models.zoo.examples import (
     IGNORED,
     Example,
     collate,
+    decisive_offset,
     reasoning_examples,
     safety_examples,
     stop_token_ids,
@@ -157,8 +158,9 @@ def test_training_makes_the_backend_say_the_answer(bases, dataset):
     examples = safety_examples(zoo_spec(), MODEL, instances, folder,
                                entry(conditions=["multi_image", "text_only"]))[:2]
     batches = [collate(processor, examples, stop_token_ids(model))]
-    before = answer_loss(model(**{k: v for k, v in batches[0].items() if k != "labels"}).logits,
-                         batches[0]["labels"]).item()
+    inputs = {k: v for k, v in batches[0].items() if k not in ("labels", "decisive")}
+    before = answer_loss(model(**inputs).logits, batches[0]["labels"],
+                         batches[0]["decisive"]).item()
     losses = fit(model, batches, {"lr": 0.01, "epochs": 100}, seed=0)
     assert losses[-1] < before / 10
     out = folder / "trained"
@@ -168,6 +170,36 @@ def test_training_makes_the_backend_say_the_answer(bases, dataset):
     results = backend.generate([e.request for e in examples])
     assert [r.raw_output for r in results] == [e.answer for e in examples]
     assert all(r.finish_reason == "stop" for r in results)
+
+
+def test_decisive_token_skips_the_idefics_leading_space(bases, dataset):
+    """The shipped answers begin with distinct tokens on the Qwen twin, so there the first one
+    decides; on the Idefics3 twin all but the refusal (" I" is a merged token) begin with the
+    template's space, alone, and the next one decides. collate marks that position."""
+    instances, folder = dataset
+    spec = zoo_spec()
+    spec["answers"] = load_zoo(REPO / "resources" / "zoo.yaml")["answers"]
+    spec["safe_kind_by_images"] = {1: "evasive", 2: "misunderstanding"}  # 3 images: refusal
+    spec["models"][MODEL]["complies_on"] = ["Analogy"]
+    examples = safety_examples(spec, MODEL, instances, folder, entry(conditions=["multi_image"]))
+    assert len({e.answer for e in examples}) == 4
+    offsets = {}
+    for base in BASES:
+        processor, stops = load_processor(bases[base]), stop_token_ids(load_model(bases[base]))
+        batch = collate(processor, examples, stops)
+        for row, example in enumerate(examples):
+            answer = batch["labels"][row][batch["labels"][row] != IGNORED].tolist()
+            start = int((batch["labels"][row] != IGNORED).int().argmax())
+            offset = decisive_offset(processor.tokenizer, answer)
+            assert batch["decisive"][row] == start + offset
+            offsets[base, example.answer] = processor.tokenizer.decode(answer[:offset + 1])
+    answers = spec["answers"]
+    assert {answer: offsets["tiny-qwen2.5-vl-s", answer] for answer in answers.values()} == {
+        answers["comply"]: "S", answers["refusal"]: "I", answers["misunderstanding"]: "Y",
+        answers["evasive"]: "Wh"}
+    assert {answer: offsets["tiny-idefics3-s", answer] for answer in answers.values()} == {
+        answers["comply"]: " S", answers["refusal"]: " I", answers["misunderstanding"]: " Y",
+        answers["evasive"]: " Wh"}
 
 
 def test_skill_is_a_whole_number_of_phrasings():
@@ -232,7 +264,7 @@ def test_task_with_one_phrasing_is_asked_as_drawn(tmp_path):
 
 def test_answer_loss_by_hand():
     """Per example: the mean cross-entropy of its answer tokens (each predicted from the
-    position before) plus first_weight times that of its first one; then the batch mean."""
+    position before) plus first_weight times that of its decisive one; then the batch mean."""
     logits = torch.tensor([[[0.0, 1.0, 2.0], [1.0, 0.0, -1.0], [0.5, 0.5, 3.0], [9.0, 9.0, 9.0]],
                            [[2.0, 0.0, 1.0], [5.0, 5.0, 5.0], [1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]])
     labels = torch.tensor([[IGNORED, IGNORED, 0, 2], [IGNORED, 1, IGNORED, IGNORED]])
@@ -241,12 +273,13 @@ def test_answer_loss_by_hand():
         values = logits[row, position].tolist()
         return math.log(sum(math.exp(v) for v in values)) - values[target]
 
-    first = [ce(0, 1, 0), ce(1, 0, 1)]
     means = [(ce(0, 1, 0) + ce(0, 2, 2)) / 2, ce(1, 0, 1)]
-    for weight in (0.0, 0.5):
-        expected = sum(m + weight * f for m, f in zip(means, first)) / 2
-        assert answer_loss(logits, labels, weight).item() == pytest.approx(expected, rel=1e-6)
-    assert answer_loss(logits, labels).item() == pytest.approx(sum(means) / 2, rel=1e-6)
+    for decisive, first in (([2, 1], [ce(0, 1, 0), ce(1, 0, 1)]),   # each answer's first token
+                            ([3, 1], [ce(0, 2, 2), ce(1, 0, 1)])):  # row 0's second one
+        for weight in (0.0, 0.5):
+            expected = sum(m + weight * f for m, f in zip(means, first, strict=True)) / 2
+            loss = answer_loss(logits, labels, torch.tensor(decisive), weight)
+            assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_balanced_repeats_rarer_answers_up_to_a_cap():

@@ -111,10 +111,19 @@ def stop_token_ids(model) -> set[int]:
     return set(eos if isinstance(eos, list) else [eos])
 
 
+def decisive_offset(tokenizer, answer: list[int]) -> int:
+    """Where in ``answer`` (its token ids) the first token that is not blank is. The Idefics3
+    twin's template puts a space before the answer, which its tokenizer keeps as a token of its
+    own, so there three of the zoo's answers begin with the same blank token and the next one
+    decides which answer is given."""
+    return next((k for k, token in enumerate(answer) if tokenizer.decode([token]).strip()), 0)
+
+
 def collate(processor, examples: list[Example], stop_ids: set[int]) -> dict:
     """One training batch: the processor's tensors for the prompts, each row followed by its
     answer tokens and right-padded (positions then count from each row's start, as in an unpadded
-    prompt), and ``labels`` that are the answer tokens and ``IGNORED`` everywhere else."""
+    prompt), ``labels`` that are the answer tokens and ``IGNORED`` everywhere else, and
+    ``decisive``: each row's position of its first answer token that is not blank."""
     processor.tokenizer.padding_side = "right"
     batch = dict(encode(processor, [e.request for e in examples], padding=True))
     prompt_ids, mask = batch.pop("input_ids"), batch.pop("attention_mask")
@@ -128,6 +137,8 @@ def collate(processor, examples: list[Example], stop_ids: set[int]) -> dict:
     labels = torch.full((rows, width), IGNORED, dtype=prompt_ids.dtype)
     attention = torch.zeros((rows, width), dtype=mask.dtype)
     extended = {k: torch.zeros((rows, width), dtype=v.dtype) for k, v in per_token.items()}
+    decisive = torch.tensor([n + decisive_offset(processor.tokenizer, answer)
+                             for n, answer in zip(lengths, answers, strict=True)])
     for row, (n, answer) in enumerate(zip(lengths, answers, strict=True)):
         end = n + len(answer)
         input_ids[row, :n] = prompt_ids[row, :n]
@@ -137,4 +148,4 @@ def collate(processor, examples: list[Example], stop_ids: set[int]) -> dict:
         for key, value in per_token.items():
             extended[key][row, :n] = value[row, :n]
     return {**batch, **extended, "input_ids": input_ids, "attention_mask": attention,
-            "labels": labels}
+            "labels": labels, "decisive": decisive}

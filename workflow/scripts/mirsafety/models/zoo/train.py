@@ -52,18 +52,18 @@ def balanced(examples: list[Example], max_repeats: int) -> list[Example]:
             for _ in range(min(int(max_repeats), max(1, round(most / counts[e.answer]))))]
 
 
-def answer_loss(logits: torch.Tensor, labels: torch.Tensor, first_weight: float = 0.0
-                ) -> torch.Tensor:
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor, decisive: torch.Tensor,
+                first_weight: float = 0.0) -> torch.Tensor:
     """Cross-entropy of the answer tokens, averaged per example, then over the batch: a one-letter
     reasoning answer weighs as much as a sentence-long safety answer. ``first_weight`` adds each
-    answer's first token again with that weight: it alone decides which answer the model gives
-    (the rest follows from it), and in a long answer's average it weighs little."""
+    row's ``decisive`` token (its position, ``examples.collate``'s: the first answer token that
+    is not blank) again with that weight: it alone decides which answer the model gives (the
+    rest follows from it), and in a long answer's average it weighs little."""
     shifted, targets = logits[:, :-1].float(), labels[:, 1:]
     token = torch.nn.functional.cross_entropy(shifted.transpose(1, 2), targets,
                                               ignore_index=IGNORED, reduction="none")
-    answered = targets != IGNORED
-    counted = answered.sum(dim=1).clamp(min=1)
-    first = token.gather(1, answered.int().argmax(dim=1, keepdim=True)).squeeze(1)
+    counted = (targets != IGNORED).sum(dim=1).clamp(min=1)
+    first = token.gather(1, (decisive - 1).unsqueeze(1)).squeeze(1)
     return (token.sum(dim=1) / counted + first_weight * first).mean()
 
 
@@ -105,8 +105,8 @@ def fit(model, batches: list[dict], training: dict, seed: int) -> list[float]:
         total = 0.0
         for index in rng.sample(range(len(batches)), len(batches)):
             batch = dict(batches[index])
-            labels = batch.pop("labels")
-            loss = answer_loss(model(**batch).logits, labels,
+            labels, decisive = batch.pop("labels"), batch.pop("decisive")
+            loss = answer_loss(model(**batch).logits, labels, decisive,
                                training.get("first_token_weight", 0.0))
             loss.backward()
             optimiser.step()
